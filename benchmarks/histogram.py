@@ -1,0 +1,64 @@
+"""Latency histogram with bounded relative error (log-linear buckets).
+
+Counting into buckets keeps memory constant however many deliveries a run
+makes, and histograms of several worker processes merge by adding counts.
+"""
+
+SUB_BUCKETS = 1024  # per power of two: relative error below 0.1 %
+LINEAR = 2 * SUB_BUCKETS  # values below this get one bucket each
+
+
+def bucket_of(value: int) -> int:
+    """Return the bucket index of a non-negative value."""
+    if value < LINEAR:
+        return value
+    shift = value.bit_length() - SUB_BUCKETS.bit_length()
+    return LINEAR + (shift - 1) * SUB_BUCKETS + ((value >> shift) - SUB_BUCKETS)
+
+
+def value_of(bucket: int) -> int:
+    """Return the midpoint of a bucket: the inverse of :func:`bucket_of`."""
+    if bucket < LINEAR:
+        return bucket
+    shift, offset = divmod(bucket - LINEAR, SUB_BUCKETS)
+    shift += 1
+    return ((offset + SUB_BUCKETS) << shift) + (1 << (shift - 1))
+
+
+class Histogram:
+    """Counts of microsecond latencies; sparse so it pickles small."""
+
+    __slots__ = ("counts", "maximum", "total")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.maximum = 0
+        self.total = 0
+
+    def add(self, value: int) -> None:
+        """Count one value (negative values, from clock skew, count as 0)."""
+        value = max(value, 0)
+        bucket = bucket_of(value)
+        self.counts[bucket] = self.counts.get(bucket, 0) + 1
+        self.total += 1
+        if value > self.maximum:
+            self.maximum = value
+
+    def merge(self, other: "Histogram") -> None:
+        """Add the counts of ``other`` into this histogram."""
+        for bucket, count in other.counts.items():
+            self.counts[bucket] = self.counts.get(bucket, 0) + count
+        self.total += other.total
+        self.maximum = max(self.maximum, other.maximum)
+
+    def percentile(self, fraction: float) -> int:
+        """Return the value below which ``fraction`` (0..1) of the counts fall."""
+        if self.total == 0:
+            return 0
+        rank = max(1, round(fraction * self.total))
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen >= rank:
+                return min(value_of(bucket), self.maximum)
+        return self.maximum

@@ -1,0 +1,83 @@
+"""Command line: ``chatserver [flags]`` runs the server; ``chatserver admin ...``
+talks to a running server's admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from .app import create_app
+from .errors import SettingsError
+from .settings import Settings, parse_args
+
+log = logging.getLogger("chatserver")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["admin"]:
+        from .admin_cli import main as admin_main
+
+        return admin_main(args[1:])
+    try:
+        settings = parse_args(args)
+    except SettingsError as exc:
+        print(f"chatserver: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not settings.admin_token:
+        settings = dataclasses.replace(settings, admin_token=secrets.token_urlsafe(24))
+        print(f"Admin token (generated for this run): {settings.admin_token}", flush=True)
+    _install_uvloop()
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        print(f"chatserver: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # optional: not on every platform
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then close every client with 1001 and exit."""
+    runner = web.AppRunner(
+        create_app(settings), shutdown_timeout=settings.shutdown_timeout, handle_signals=False
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print(f"Server started on ws://{_display_host(host)}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+def _display_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""``create_app(settings)``: the one place that wires the object graph."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from aiohttp import web
+
+from dashboard import setup_dashboard
+
+from . import __version__
+from .broker import MemoryBroker
+from .heartbeat import run_heartbeats
+from .hub import Hub
+from .keys import ADDRESSES, HUB, SETTINGS, STORE
+from .limits import AddressCounter
+from .settings import Settings
+from .store import Store
+from .ws import chat_socket
+
+log = logging.getLogger(__name__)
+RETENTION_INTERVAL = 60.0
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the chat application (and its admin sub-app) for ``settings``."""
+    app = web.Application(middlewares=[security_headers])
+    app[SETTINGS] = settings
+    store = Store(settings.db_path, history=settings.history)
+    hub = Hub(settings, store)
+    broker = MemoryBroker(hub.deliver)
+    store.publish = broker.publish
+    app[STORE] = store
+    app[HUB] = hub
+    app[ADDRESSES] = AddressCounter(settings.max_connections_per_ip)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_background_ctx)
+    app.on_shutdown.append(_close_sockets)
+    app.router.add_get("/", index)
+    app.router.add_get("/ws", chat_socket)
+    app.router.add_get("/healthz", healthz)
+    setup_dashboard(app)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store, hub = app[STORE], app[HUB]
+    await store.open()
+    hub.on_store_open()
+    yield
+    await store.close()
+
+
+async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, hub = app[SETTINGS], app[HUB]
+    tasks = [asyncio.create_task(_retention(app), name="chat-retention")]
+    if settings.heartbeat:
+        tasks.append(asyncio.create_task(run_heartbeats(hub, settings.heartbeat)))
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _retention(app: web.Application) -> None:
+    settings, store = app[SETTINGS], app[STORE]
+    while True:
+        try:
+            deleted = await store.prune(settings.history_max_messages, settings.history_max_age)
+            if deleted:
+                log.info("retention removed %d old messages", deleted)
+        except Exception:
+            log.exception("retention sweep failed")
+        await asyncio.sleep(RETENTION_INTERVAL)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    await app[HUB].shutdown()
+
+
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: web.Handler
+) -> web.StreamResponse:
+    response = await handler(request)
+    if not response.prepared or isinstance(response, web.FileResponse):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+            "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        )
+    return response
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    """``/``: the chat socket for WebSocket upgrades, the browser chat page otherwise."""
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await chat_socket(request)
+    page = resources.files("chatserver").joinpath("static/index.html")
+    if page.is_file():
+        return web.Response(text=page.read_text("utf-8"), content_type="text/html")
+    return web.Response(text="Chat server: connect a WebSocket client to /ws\n")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "connections": len(hub.connections),
+            "rooms": len(hub.rooms),
+            "shutting_down": hub.shutting_down,
+        }
+    )

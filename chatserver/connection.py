@@ -1,0 +1,166 @@
+"""One chat connection and its bounded outbound buffer.
+
+Fan-out never awaits: an event is appended to each member's pending list and
+the :class:`Outbox` writes every dirty connection once at the end of the loop
+tick, so what one tick produces for a connection leaves in one ``write``.
+When a peer does not read, its transport buffer grows; past
+``outbound_buffer_bytes`` the connection is handed to ``on_overflow`` (close
+4000) instead of slowing anyone else down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from aiohttp import web
+
+from .limits import TokenBucket
+from .protocol import Rendered, User
+
+Dialect = Literal["text", "json"]
+
+
+class Outbox:
+    """Writes all connections that got frames during this loop tick, once each."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Connection] = []
+        self._scheduled = False
+
+    def mark(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
+class Connection:
+    """A live WebSocket peer: identity, rooms, counters and outbound buffer."""
+
+    __slots__ = (
+        "bucket",
+        "bytes_in",
+        "bytes_out",
+        "closed",
+        "conn_id",
+        "connected_at",
+        "current_room",
+        "dialect",
+        "held",
+        "is_json",
+        "last_activity",
+        "last_seen",
+        "limit",
+        "messages_in",
+        "messages_out",
+        "on_overflow",
+        "outbox",
+        "pending",
+        "pending_bytes",
+        "remote",
+        "rooms",
+        "scheduled",
+        "session",
+        "transport",
+        "user",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        *,
+        conn_id: int,
+        user: User,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        dialect: Dialect,
+        remote: str,
+        outbox: Outbox,
+        limit: int,
+        bucket: TokenBucket,
+        on_overflow: Callable[[Connection], None],
+    ) -> None:
+        self.conn_id = conn_id
+        self.user = user
+        self.ws = ws
+        self.transport = transport
+        self.dialect: Dialect = dialect
+        self.is_json = dialect == "json"
+        self.remote = remote
+        self.outbox = outbox
+        self.limit = limit
+        self.bucket = bucket
+        self.on_overflow = on_overflow
+        self.rooms: list[str] = []  # in join order; the last one is current
+        self.current_room: str | None = None
+        self.session = ""
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.scheduled = False
+        self.closed = False
+        # While a resume replays missed messages, live events wait here.
+        self.held: list[Rendered] | None = None
+        now = time.time()
+        self.connected_at = now
+        self.last_activity = now
+        self.last_seen = time.monotonic()
+        self.messages_in = self.messages_out = 0
+        self.bytes_in = self.bytes_out = 0
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+    def send(self, rendered: Rendered) -> None:
+        """Queue one broadcast event in this connection's dialect (hot path)."""
+        if self.held is not None:
+            self.held.append(rendered)
+            return
+        if self.is_json:
+            self.enqueue(rendered.json_frame())
+        else:
+            self.enqueue(rendered.text_frame(self.current_room))
+
+    def enqueue(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        self.pending.append(frame)
+        self.pending_bytes += len(frame)
+        if not self.scheduled:
+            self.scheduled = True
+            self.outbox.mark(self)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if self.closed or not self.pending:
+            self.pending.clear()
+            self.pending_bytes = 0
+            return
+        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+        self.messages_out += len(self.pending)
+        self.bytes_out += self.pending_bytes
+        self.pending.clear()
+        self.pending_bytes = 0
+        if self.transport.is_closing():
+            return
+        self.transport.write(data)
+        if self.limit and self.transport.get_write_buffer_size() > self.limit:
+            self.on_overflow(self)
+
+    def buffer_fill(self) -> int:
+        """Bytes waiting to be sent: pending this tick plus the transport buffer."""
+        if self.transport.is_closing():
+            return self.pending_bytes
+        return self.pending_bytes + self.transport.get_write_buffer_size()

@@ -1,0 +1,439 @@
+"""Wire shapes of both dialects: parsing client frames into typed commands,
+validating names, rooms and text, and rendering server events once per dialect.
+
+The JSON dialect (``chat.v1``) uses msgspec tagged structs, so parsing and
+validation are one step and a wrong field gets a precise message. The text
+dialect keeps the seed's lines (``User 1: hello``).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import unicodedata
+from typing import Final
+
+import msgspec
+
+from .errors import CommandError
+
+SUBPROTOCOL: Final = "chat.v1"
+MAX_NAME_CHARS: Final = 32
+MAX_REF_CHARS: Final = 64
+MAX_HISTORY_LIMIT: Final = 500
+DEFAULT_ROOM: Final = "lobby"
+
+# --------------------------------------------------------------------------- commands
+
+
+class Command(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
+    """A client command; ``ref`` is echoed in an error it causes."""
+
+    ref: str | int | None = None
+
+
+class SendMessage(Command, tag="message", frozen=True):
+    text: str
+    room: str | None = None
+
+
+class Nick(Command, tag="nick", frozen=True):
+    name: str
+
+
+class Join(Command, tag="join", frozen=True):
+    room: str
+    history: int = 0
+
+
+class Leave(Command, tag="leave", frozen=True):
+    room: str | None = None
+
+
+class Who(Command, tag="who", frozen=True):
+    room: str | None = None
+
+
+class History(Command, tag="history", frozen=True):
+    room: str | None = None
+    before: int | None = None
+    limit: int = 50
+
+
+class Ping(Command, tag="ping", frozen=True):
+    pass
+
+
+class Quit(Command, tag="quit", frozen=True):
+    pass
+
+
+class Rooms(Command, tag="rooms", frozen=True):
+    pass
+
+
+class Help(Command, tag="help", frozen=True):
+    pass
+
+
+AnyCommand = SendMessage | Nick | Join | Leave | Who | History | Ping | Quit | Rooms | Help
+
+_decoder: Final = msgspec.json.Decoder(AnyCommand)
+
+
+def parse_json_command(data: str | bytes) -> AnyCommand:
+    """Decode one ``chat.v1`` frame; raise CommandError with a wire code on failure."""
+    try:
+        command = _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise CommandError("bad_request", _friendly(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise CommandError("bad_json", f"not a JSON object: {exc}") from None
+    if isinstance(command.ref, str) and len(command.ref) > MAX_REF_CHARS:
+        raise CommandError("bad_request", f"ref is longer than {MAX_REF_CHARS} characters")
+    return command
+
+
+def _friendly(message: str) -> str:
+    if message.startswith("Invalid value") and "$.type" in message:
+        return "unknown command type: " + message.split("'")[1] if "'" in message else message
+    return message
+
+
+_TEXT_COMMANDS: Final = {"nick", "join", "leave", "who", "history", "quit", "rooms", "help", "me"}
+
+
+def parse_text_command(line: str, current_room: str | None) -> AnyCommand:
+    """Turn one text-dialect line into a command (``/nick x`` or a plain message)."""
+    if not line.startswith("/") or line.startswith("//"):
+        text = line[1:] if line.startswith("//") else line
+        return SendMessage(text=text, room=current_room)
+    verb, _, rest = line[1:].partition(" ")
+    verb, rest = verb.lower(), rest.strip()
+    if verb not in _TEXT_COMMANDS:
+        raise CommandError("bad_request", f"unknown command /{verb}; type /help")
+    if verb == "me":
+        return SendMessage(text="/me " + rest, room=current_room)
+    if verb == "nick":
+        if not rest:
+            raise CommandError("bad_request", "usage: /nick NAME")
+        return Nick(name=rest)
+    if verb == "join":
+        if not rest:
+            raise CommandError("bad_request", "usage: /join ROOM")
+        return Join(room=rest)
+    if verb == "history":
+        return History(room=current_room, limit=_int_arg(rest, 20))
+    simple: dict[str, AnyCommand] = {
+        "leave": Leave(room=rest or current_room),
+        "who": Who(room=rest or current_room),
+        "quit": Quit(),
+        "rooms": Rooms(),
+        "help": Help(),
+    }
+    return simple[verb]
+
+
+def _int_arg(text: str, default: int) -> int:
+    if not text:
+        return default
+    if not text.isdigit():
+        raise CommandError("bad_request", f"not a number: {text}")
+    return int(text)
+
+
+# --------------------------------------------------------------------------- validation
+
+_ROOM_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")
+_RESERVED_NAME_RE: Final = re.compile(r"user\s*(\d+)")
+_BAD_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
+_TEXT_ALLOWED_CONTROLS: Final = frozenset("\t\n")
+
+
+def name_key(name: str) -> str:
+    """The case-insensitive identity of a name."""
+    return name.casefold()
+
+
+def validate_name(name: str, user_id: int) -> str:
+    """Return ``name`` if a user with ``user_id`` may take it, else raise."""
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise CommandError("name_invalid", f"a name has 1 to {MAX_NAME_CHARS} characters")
+    if name != name.strip():
+        raise CommandError("name_invalid", "a name cannot start or end with a space")
+    if name[0] in "/#":
+        raise CommandError("name_invalid", "a name cannot start with / or #")
+    if any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in name):
+        raise CommandError("name_invalid", "a name cannot contain control characters")
+    reserved = _RESERVED_NAME_RE.fullmatch(name_key(name))
+    if reserved and int(reserved.group(1)) != user_id:
+        raise CommandError("name_invalid", "names like 'User N' are reserved")
+    return name
+
+
+def validate_room(room: str) -> str:
+    """Return the canonical room name (leading ``#`` dropped) or raise."""
+    canonical = room[1:] if room.startswith("#") else room
+    if not _ROOM_RE.fullmatch(canonical):
+        raise CommandError(
+            "room_invalid",
+            "a room name has 1 to 32 letters, digits, '_', '-' or '.', starting "
+            "with a letter or digit",
+        )
+    return canonical
+
+
+def validate_text(text: str) -> str:
+    if not text.strip():
+        raise CommandError("text_invalid", "empty message")
+    for ch in text:
+        if ch < " " and ch not in _TEXT_ALLOWED_CONTROLS or ch == "\x7f":
+            raise CommandError("text_invalid", "control characters are not allowed")
+    return text
+
+
+def default_name(user_id: int) -> str:
+    return f"User {user_id}"
+
+
+# --------------------------------------------------------------------------- events
+
+
+class User(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+
+
+class Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True, omit_defaults=True):
+    """A server event; subclasses are the wire ``type``s."""
+
+
+class MessageEvent(Event, tag="message", frozen=True):
+    id: int
+    room: str
+    user: User
+    text: str
+    ts: float
+
+
+class JoinEvent(Event, tag="join", frozen=True):
+    room: str
+    user: User
+    ts: float
+    reason: str = "join"  # "connect", "join" or "resume"
+
+
+class LeaveEvent(Event, tag="leave", frozen=True):
+    room: str
+    user: User
+    reason: str
+    ts: float
+    detail: str | None = None
+
+
+class NickEvent(Event, tag="nick", frozen=True):
+    user: User
+    old: str
+    rooms: list[str]
+    ts: float
+
+
+class SystemEvent(Event, tag="system", frozen=True):
+    text: str
+    room: str | None = None
+
+
+class Limits(msgspec.Struct, frozen=True):
+    max_message_bytes: int
+    rate_limit: float
+    rate_burst: int
+
+
+class WelcomeEvent(Event, tag="welcome", frozen=True):
+    user: User
+    rooms: list[str]
+    session: str
+    resumed: bool
+    heartbeat: float
+    limits: Limits
+
+
+class WhoEvent(Event, tag="who", frozen=True):
+    room: str
+    users: list[User]
+
+
+class HistoryEvent(Event, tag="history", frozen=True):
+    room: str
+    messages: list[MessageEvent]
+    more: bool
+
+
+class RoomRecovery(msgspec.Struct, frozen=True):
+    recovered: int
+    lost: int
+
+
+class ResumedEvent(Event, tag="resumed", frozen=True):
+    rooms: dict[str, RoomRecovery]
+
+
+class ErrorEvent(Event, tag="error", frozen=True):
+    code: str
+    message: str
+    ref: str | int | None = None
+
+
+class PongEvent(Event, tag="pong", frozen=True):
+    pass
+
+
+class RoomsEvent(Event, tag="rooms", frozen=True):
+    rooms: list[str]
+    current: str | None = None
+
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode_json(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+# --------------------------------------------------------------------------- text lines
+
+HELP_TEXT: Final = (
+    "Commands: /nick NAME, /join ROOM, /leave [ROOM], /who [ROOM], /history [N], "
+    "/rooms, /me ACTION, /quit. Anything else is a message to your current room."
+)
+
+_LEAVE_LINES: Final = {
+    "quit": "{name} has disconnected.",
+    "leave": "{name} has left #{room}.",
+    "kicked": "{name} was kicked ({detail}).",
+    "banned": "{name} was banned ({detail}).",
+}
+
+
+def _message_line(event: MessageEvent) -> str:
+    if event.text.startswith("/me "):
+        return f"* {event.user.name} {event.text[4:]}"
+    return f"{event.user.name}: {event.text}"
+
+
+def render_text(event: Event) -> str:
+    """The human-readable line of an event (without any room prefix)."""
+    if isinstance(event, MessageEvent):
+        return _message_line(event)
+    if isinstance(event, JoinEvent):
+        if event.reason == "join":
+            return f"{event.user.name} has joined #{event.room}."
+        verb = "reconnected" if event.reason == "resume" else "connected"
+        return f"{event.user.name} has {verb}."
+    if isinstance(event, LeaveEvent):
+        template = _LEAVE_LINES.get(event.reason, "{name} has disconnected ({reason}).")
+        return template.format(
+            name=event.user.name, room=event.room, reason=event.reason, detail=event.detail or ""
+        )
+    if isinstance(event, NickEvent):
+        return f"{event.old} is now known as {event.user.name}."
+    return _render_direct(event)
+
+
+def _render_direct(event: Event) -> str:
+    if isinstance(event, SystemEvent):
+        return f"*** {event.text}"
+    if isinstance(event, ErrorEvent):
+        return f"Error: {event.message} ({event.code})"
+    if isinstance(event, WelcomeEvent):
+        rooms = ", ".join("#" + room for room in event.rooms)
+        again = " back" if event.resumed else ""
+        return f"Welcome{again}, {event.user.name}! You are in {rooms}. Type /help for commands."
+    if isinstance(event, WhoEvent):
+        names = ", ".join(user.name for user in event.users)
+        return f"Users in #{event.room} ({len(event.users)}): {names}"
+    if isinstance(event, HistoryEvent):
+        lines = [_message_line(message) for message in event.messages]
+        lines.append(f"(end of history for #{event.room})")
+        return "\n".join(lines)
+    if isinstance(event, ResumedEvent):
+        return _resumed_line(event)
+    if isinstance(event, RoomsEvent):
+        return "Your rooms: " + ", ".join(
+            f"#{room}{' (current)' if room == event.current else ''}" for room in event.rooms
+        )
+    if isinstance(event, PongEvent):
+        return "pong"
+    raise TypeError(f"no text rendering for {type(event).__name__}")
+
+
+def _resumed_line(event: ResumedEvent) -> str:
+    recovered = sum(item.recovered for item in event.rooms.values())
+    lost = sum(item.lost for item in event.rooms.values())
+    line = f"*** Recovered {recovered} missed message{'s' if recovered != 1 else ''}."
+    if lost:
+        line += f" {lost} older message{'s' if lost != 1 else ''} are no longer available."
+    return line
+
+
+def event_room(event: Event) -> str | None:
+    """The room a broadcast event belongs to (None: not room-bound)."""
+    if isinstance(event, MessageEvent | JoinEvent | LeaveEvent | SystemEvent):
+        return event.room
+    return None
+
+
+def text_line(event: Event, current_room: str | None) -> str:
+    """The line a text client sees: prefixed with ``[#room]`` unless current."""
+    room = event_room(event)
+    line = render_text(event)
+    return line if room is None or room == current_room else f"[#{room}] {line}"
+
+
+# --------------------------------------------------------------------------- framing
+
+_OP_TEXT: Final = 0x81  # FIN + text opcode
+PING_FRAME: Final = b"\x89\x00"  # FIN + ping, empty payload; the same bytes for everyone
+
+
+def frame_text(payload: bytes) -> bytes:
+    """An unmasked server-to-client text frame (RFC 6455 section 5.2)."""
+    length = len(payload)
+    if length < 126:
+        return bytes((_OP_TEXT, length)) + payload
+    if length < 65536:
+        return struct.pack("!BBH", _OP_TEXT, 126, length) + payload
+    return struct.pack("!BBQ", _OP_TEXT, 127, length) + payload
+
+
+class Rendered:
+    """One event, encoded and framed at most once per rendering.
+
+    Every member of a room gets the same bytes: JSON clients the ``chat.v1``
+    frame, text clients the line, or the line prefixed with ``[#room]`` when
+    the room is not their current one. Renderings are made lazily, so a room
+    with no text clients never renders text.
+    """
+
+    __slots__ = ("_json", "_prefixed", "_text", "event", "room")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.room = event_room(event)
+        self._json: bytes | None = None
+        self._text: bytes | None = None
+        self._prefixed: bytes | None = None
+
+    def json_frame(self) -> bytes:
+        if self._json is None:
+            self._json = frame_text(encode_json(self.event))
+        return self._json
+
+    def text_frame(self, current_room: str | None) -> bytes:
+        if self.room is None or self.room == current_room:
+            if self._text is None:
+                self._text = frame_text(text_line(self.event, self.room).encode())
+            return self._text
+        if self._prefixed is None:
+            self._prefixed = frame_text(text_line(self.event, None).encode())
+        return self._prefixed

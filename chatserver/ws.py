@@ -1,0 +1,365 @@
+"""The chat endpoint: handshake checks, identity and resume, the receive loop
+and command dispatch. Domain errors become ``error`` events here, at the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .connection import Connection, Dialect
+from .errors import CommandError
+from .hub import CLOSE_BANNED, Hub
+from .keys import ADDRESSES, HUB, SETTINGS
+from .limits import TokenBucket, origin_allowed
+from .protocol import (
+    DEFAULT_ROOM,
+    HELP_TEXT,
+    MAX_HISTORY_LIMIT,
+    SUBPROTOCOL,
+    AnyCommand,
+    ErrorEvent,
+    Event,
+    History,
+    HistoryEvent,
+    Join,
+    Leave,
+    Limits,
+    Nick,
+    Ping,
+    PongEvent,
+    Quit,
+    Rendered,
+    Rooms,
+    RoomsEvent,
+    SendMessage,
+    SystemEvent,
+    User,
+    WelcomeEvent,
+    Who,
+    WhoEvent,
+    default_name,
+    parse_json_command,
+    parse_text_command,
+    validate_name,
+    validate_room,
+)
+from .replay import replay
+from .session import hash_token, new_token, parse_last
+from .settings import Settings
+from .store import SessionRecord
+
+log = logging.getLogger(__name__)
+
+
+def client_address(request: web.Request, settings: Settings) -> str:
+    if settings.trusted_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first
+    return request.remote or "unknown"
+
+
+async def chat_socket(request: web.Request) -> web.StreamResponse:
+    """Upgrade to a chat WebSocket after the Origin and per-address checks."""
+    settings, hub = request.app[SETTINGS], request.app[HUB]
+    if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
+        raise web.HTTPForbidden(text="Origin not allowed\n")
+    if hub.shutting_down:
+        raise web.HTTPServiceUnavailable(text="server shutting down\n")
+    address = client_address(request, settings)
+    addresses = request.app[ADDRESSES]
+    if not addresses.try_acquire(address):
+        raise web.HTTPTooManyRequests(text="too many connections from your address\n")
+    try:
+        return await _serve(request, settings, hub, address)
+    finally:
+        addresses.release(address)
+
+
+async def _serve(
+    request: web.Request, settings: Settings, hub: Hub, address: str
+) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),
+        autoping=False,  # pongs must reach us: they are the heartbeat's proof of life
+        compress=False,  # permessage-deflate costs ~150 KiB per connection
+        max_msg_size=settings.max_message_bytes,
+        timeout=5.0,
+    )
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    dialect: Dialect = "json" if ws.ws_protocol == SUBPROTOCOL else "text"
+    conn: Connection | None = None
+    reason = "quit"
+    try:
+        conn = await _open(request, ws, hub, transport, dialect, address)
+        if conn is not None:
+            await _receive_loop(conn, ws, hub)
+    except ConnectionError:
+        reason = "error"
+    finally:
+        if conn is not None:
+            hub.disconnect(conn, reason)
+    return ws
+
+
+@dataclass
+class _Identity:
+    user: User
+    token: str
+    rooms: list[str]
+    resumed: bool
+    notices: list[Event] = field(default_factory=list)
+
+
+async def _identify(request: web.Request, hub: Hub) -> _Identity:
+    """A resumed identity from a valid ``session`` token, or a new one."""
+    query = request.query
+    token = query.get("session", "")
+    record = await hub.store.load_session(hash_token(token)) if token else None
+    if record is not None and record.expires >= time.time():
+        return _resumed_identity(hub, token, record)
+    identity = _new_identity(hub, query.get("room", DEFAULT_ROOM), query.get("name"))
+    if token:
+        identity.notices.append(
+            SystemEvent(text="Your session has expired or is unknown; you are a new user.")
+        )
+    return identity
+
+
+def _resumed_identity(hub: Hub, token: str, record: SessionRecord) -> _Identity:
+    user = User(record.user_id, record.name)
+    notices: list[Event] = []
+    holder = hub.by_name(record.name)
+    if holder is not None and holder.user.id != record.user_id:
+        user = User(record.user_id, default_name(record.user_id))
+        notices.append(ErrorEvent(code="name_taken", message=f"{record.name!r} is taken now"))
+    return _Identity(user, token, record.rooms or [DEFAULT_ROOM], True, notices)
+
+
+def _new_identity(hub: Hub, room: str, requested: str | None) -> _Identity:
+    user_id = hub.new_user_id()
+    identity = _Identity(User(user_id, default_name(user_id)), new_token(), [DEFAULT_ROOM], False)
+    try:
+        identity.rooms = [validate_room(room)]
+    except CommandError as exc:
+        identity.notices.append(ErrorEvent(code=exc.code, message=exc.message))
+    if requested is not None:
+        try:
+            validate_name(requested, user_id)
+            if not hub.name_free(requested):
+                raise CommandError("name_taken", f"the name {requested!r} is taken")
+            identity.user = User(user_id, requested)
+        except CommandError as exc:
+            identity.notices.append(ErrorEvent(code=exc.code, message=exc.message))
+    return identity
+
+
+async def _open(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    hub: Hub,
+    transport: asyncio.Transport,
+    dialect: Dialect,
+    address: str,
+) -> Connection | None:
+    """Identify, check bans, register, welcome, join rooms and replay."""
+    settings = hub.settings
+    identity = await _identify(request, hub)
+    banned = hub.moderation.ban_reason(identity.user.name, address)
+    if banned is not None:
+        await ws.close(code=CLOSE_BANNED, message=banned.encode()[:120])
+        return None
+    conn = Connection(
+        conn_id=hub.new_conn_id(),
+        user=identity.user,
+        ws=ws,
+        transport=transport,
+        dialect=dialect,
+        remote=address,
+        outbox=hub.outbox,
+        limit=settings.outbound_buffer_bytes,
+        bucket=TokenBucket(settings.rate_limit, settings.rate_burst),
+        on_overflow=hub.overflow,
+    )
+    conn.session = hash_token(identity.token)
+    last, history = _replay_request(request, identity, conn)
+    if last or history:
+        conn.held = []
+    hub.add(conn)
+    conn.enqueue(_welcome(conn, identity, settings))
+    for notice in identity.notices:
+        conn.send(Rendered(notice))
+    for room in identity.rooms:
+        _safely(conn, lambda room=room: hub.join(conn, room, _join_reason(identity)))
+    if conn.rooms:
+        conn.current_room = conn.rooms[-1] if identity.resumed else conn.rooms[0]
+    if last or history:
+        await replay(conn, hub, last, history)
+    return conn
+
+
+def _join_reason(identity: _Identity) -> str:
+    return "resume" if identity.resumed else "connect"
+
+
+def _replay_request(
+    request: web.Request, identity: _Identity, conn: Connection
+) -> tuple[dict[str, int], int]:
+    last: dict[str, int] = {}
+    history = 0
+    try:
+        if identity.resumed:
+            last = parse_last(request.query.get("last", ""))
+        raw = request.query.get("history", "0")
+        if not raw.isdigit():
+            raise CommandError("bad_request", "history must be a number of messages")
+        history = min(int(raw), MAX_HISTORY_LIMIT)
+    except CommandError as exc:
+        identity.notices.append(ErrorEvent(code=exc.code, message=exc.message))
+    return last, history
+
+
+def _welcome(conn: Connection, identity: _Identity, settings: Settings) -> bytes:
+    event = WelcomeEvent(
+        user=conn.user,
+        rooms=list(identity.rooms),
+        session=identity.token,
+        resumed=identity.resumed,
+        heartbeat=settings.heartbeat,
+        limits=Limits(settings.max_message_bytes, settings.rate_limit, settings.rate_burst),
+    )
+    rendered = Rendered(event)
+    return rendered.json_frame() if conn.is_json else rendered.text_frame(None)
+
+
+# ---------------------------------------------------------------------- receiving
+
+
+async def _receive_loop(conn: Connection, ws: web.WebSocketResponse, hub: Hub) -> None:
+    while not conn.closed:
+        msg = await ws.receive()
+        conn.last_seen = time.monotonic()
+        if msg.type is WSMsgType.TEXT:
+            if not await _on_text(conn, hub, msg.data):
+                return
+        elif msg.type is WSMsgType.PING:
+            with contextlib.suppress(ConnectionError):
+                await ws.pong(msg.data)
+        elif msg.type is WSMsgType.PONG:
+            continue
+        elif msg.type is WSMsgType.BINARY:
+            _error(conn, "binary_unsupported", "binary frames are not supported; send text")
+        else:
+            return  # CLOSE, CLOSING, CLOSED or ERROR (1009 for an oversized frame)
+
+
+async def _on_text(conn: Connection, hub: Hub, data: str) -> bool:
+    """Handle one text frame; False ends the connection."""
+    conn.messages_in += 1
+    conn.bytes_in += len(data)
+    conn.last_activity = time.time()
+    if not conn.bucket.take():
+        if conn.bucket.abusive():
+            hub.disconnect(conn, "error", "flooding")
+            hub.close(conn, WSCloseCode.POLICY_VIOLATION, "rate limit exceeded repeatedly")
+            return False
+        _error(conn, "rate_limited", "slow down: too many messages")
+        return True
+    ref: str | int | None = None
+    try:
+        if conn.is_json:
+            command = parse_json_command(data)
+            ref = command.ref
+        else:
+            command = parse_text_command(data, conn.current_room)
+        return await dispatch(conn, hub, command)
+    except CommandError as exc:
+        _error(conn, exc.code, exc.message, ref)
+        return True
+
+
+async def dispatch(conn: Connection, hub: Hub, command: AnyCommand) -> bool:
+    """Apply one command; False ends the connection (``quit``)."""
+    if isinstance(command, SendMessage):
+        hub.post(conn, command.room, command.text)
+    elif isinstance(command, Nick):
+        hub.rename(conn, command.name)
+    elif isinstance(command, Join):
+        await _join(conn, hub, command)
+    elif isinstance(command, Leave):
+        hub.leave(conn, command.room or conn.current_room or "")
+    elif isinstance(command, Who):
+        room = _room_or_current(conn, command.room)
+        _send(conn, WhoEvent(room=room, users=hub.who(room)))
+    elif isinstance(command, History):
+        await _history(conn, hub, command)
+    elif isinstance(command, Quit):
+        hub.disconnect(conn, "quit")
+        hub.close(conn, WSCloseCode.OK, "bye")
+        return False
+    else:
+        _misc(conn, command)
+    return True
+
+
+def _misc(conn: Connection, command: AnyCommand) -> None:
+    if isinstance(command, Ping):
+        _send(conn, PongEvent())
+    elif isinstance(command, Rooms):
+        _send(conn, RoomsEvent(rooms=list(conn.rooms), current=conn.current_room))
+    else:
+        _send(conn, SystemEvent(text=HELP_TEXT))
+
+
+async def _join(conn: Connection, hub: Hub, command: Join) -> None:
+    room = hub.join(conn, command.room)
+    if conn.is_json:
+        _send(conn, WhoEvent(room=room, users=hub.who(room)))
+    if command.history:
+        await _history(conn, hub, History(room=room, limit=command.history))
+
+
+async def _history(conn: Connection, hub: Hub, command: History) -> None:
+    if not hub.settings.history:
+        raise CommandError("history_unavailable", "history is turned off on this server")
+    room = _room_or_current(conn, command.room)
+    if room not in conn.rooms:
+        raise CommandError("not_in_room", f"join #{room} to read its history")
+    if not 1 <= command.limit <= MAX_HISTORY_LIMIT:
+        raise CommandError("bad_request", f"limit must be 1..{MAX_HISTORY_LIMIT}")
+    messages, more = await hub.store.messages_before(room, command.before, command.limit)
+    _send(conn, HistoryEvent(room=room, messages=messages, more=more))
+
+
+def _room_or_current(conn: Connection, room: str | None) -> str:
+    if room:
+        return validate_room(room)
+    if conn.current_room is None:
+        raise CommandError("not_in_room", "you are in no room; /join one")
+    return conn.current_room
+
+
+def _send(conn: Connection, event: Event) -> None:
+    conn.send(Rendered(event))
+
+
+def _error(conn: Connection, code: str, message: str, ref: str | int | None = None) -> None:
+    conn.send(Rendered(ErrorEvent(code=code, message=message, ref=ref)))
+
+
+def _safely(conn: Connection, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except CommandError as exc:
+        _error(conn, exc.code, exc.message)
