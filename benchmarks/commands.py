@@ -48,9 +48,15 @@ class Connected:
 
 @dataclass(frozen=True)
 class StartPhase:
-    """Zero the statistics and start counting; pause the slow clients."""
+    """Zero the statistics and window counters; choose what to do with frames.
+
+    The warm-up tracks the window without counting statistics, with the
+    slow clients still reading; the measured phase does all three.
+    """
 
     track_window: bool
+    counting: bool = True
+    pause_slow: bool = True
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class Connection:
         "bytes_in",
         "bytes_out",
         "closed",
+        "closing",
         "conn_id",
         "connected_at",
         "current_room",
@@ -110,6 +111,7 @@ class Connection:
         self.pending_bytes = 0
         self.scheduled = False
         self.closed = False
+        self.closing: asyncio.Task[None] | None = None  # the hub's close, if one runs
         # While a resume replays missed messages, live events wait here.
         self.held: list[Rendered] | None = None
         now = time.time()

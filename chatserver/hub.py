@@ -279,7 +279,7 @@ class Hub:
         if conn.closed:
             return
         conn.closed = True
-        task = asyncio.create_task(self._close(conn, code, reason))
+        task = conn.closing = asyncio.create_task(self._close(conn, code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

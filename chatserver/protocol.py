@@ -220,7 +220,7 @@ class JoinEvent(Event, tag="join", frozen=True):
     room: str
     user: User
     ts: float
-    reason: str = "join"  # "connect", "join" or "resume"
+    reason: str  # "connect", "join" or "resume"
 
 
 class LeaveEvent(Event, tag="leave", frozen=True):

@@ -104,12 +104,15 @@ async def _serve(
     try:
         conn = await _open(request, ws, hub, transport, dialect, address)
         if conn is not None:
-            await _receive_loop(conn, ws, hub)
+            reason = await _receive_loop(conn, ws, hub)
     except ConnectionError:
         reason = "error"
     finally:
         if conn is not None:
             hub.disconnect(conn, reason)
+            if conn.closing is not None:
+                # Returning would tear the socket down under the close frame.
+                await asyncio.shield(conn.closing)
     return ws
 
 
@@ -246,13 +249,14 @@ def _welcome(conn: Connection, identity: _Identity, settings: Settings) -> bytes
 # ---------------------------------------------------------------------- receiving
 
 
-async def _receive_loop(conn: Connection, ws: web.WebSocketResponse, hub: Hub) -> None:
+async def _receive_loop(conn: Connection, ws: web.WebSocketResponse, hub: Hub) -> str:
+    """Read frames until the peer goes; return the leave reason."""
     while not conn.closed:
         msg = await ws.receive()
         conn.last_seen = time.monotonic()
         if msg.type is WSMsgType.TEXT:
             if not await _on_text(conn, hub, msg.data):
-                return
+                return "quit"
         elif msg.type is WSMsgType.PING:
             with contextlib.suppress(ConnectionError):
                 await ws.pong(msg.data)
@@ -260,8 +264,11 @@ async def _receive_loop(conn: Connection, ws: web.WebSocketResponse, hub: Hub) -
             continue
         elif msg.type is WSMsgType.BINARY:
             _error(conn, "binary_unsupported", "binary frames are not supported; send text")
+        elif msg.type is WSMsgType.ERROR:
+            return "error"  # e.g. 1009 for an oversized frame
         else:
-            return  # CLOSE, CLOSING, CLOSED or ERROR (1009 for an oversized frame)
+            return "quit"  # CLOSE, CLOSING or CLOSED
+    return "quit"
 
 
 async def _on_text(conn: Connection, hub: Hub, data: str) -> bool:

@@ -1,0 +1,882 @@
+"""Interactive terminal client for the chat server's JSON dialect (``chat.v1``).
+
+Usage: ``chat-client [URL] [--name NAME] [--room ROOM] [--history N]``.
+
+Input is read off the event loop (prompt_toolkit on a terminal, a pipe reader
+otherwise), so events are printed while you type. A dropped connection, a
+server restart (1001) or a slow-consumer close (4000) is followed by a
+reconnect with exponential backoff that resumes the session and replays the
+messages missed meanwhile; kicks, bans and policy closes end the client.
+
+Exit status: 0 after ``/quit``, end of input or Ctrl-C; 1 when the connection
+fails or the server ends it for good; 2 when an operator kicked or banned you.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import stat
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TextIO
+
+import aiohttp
+from prompt_toolkit import PromptSession
+from prompt_toolkit.patch_stdout import patch_stdout
+from yarl import URL
+
+__all__ = ["Backoff", "Options", "escape", "main", "parse_args", "render_event", "run_client"]
+
+DEFAULT_URL: Final = "ws://localhost:8765/"
+SUBPROTOCOL: Final = "chat.v1"
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_REMOVED: Final = 2  # kicked or banned by an operator
+
+CONNECT_TIMEOUT: Final = 10.0  # seconds for TCP connect + WebSocket handshake
+CLOSE_TIMEOUT: Final = 5.0  # seconds to wait for the server's close frame
+HEARTBEAT: Final = 20.0  # client pings, so a half-open connection is noticed
+STABLE_AFTER: Final = 10.0  # a connection that lived this long resets the backoff
+WELCOME_GRACE: Final = 5.0  # on quit, how long to wait for lines queued before welcome
+MAX_LINE: Final = 1 << 20
+MAX_PENDING: Final = 1000  # lines typed while disconnected, sent after reconnecting
+DEFAULT_HISTORY: Final = 20
+
+# Close codes after which the client reconnects and resumes: network trouble,
+# server restarts and the slow-consumer close (docs/protocol.md).
+RECONNECT_CODES: Final = frozenset({1001, 1006, 1011, 1012, 1013, 1014, 4000})
+# Handshake refusals that retrying cannot heal.
+FATAL_HTTP_STATUSES: Final = frozenset({400, 401, 403, 404, 405, 426})
+
+# --------------------------------------------------------------------------- escaping
+
+# Escape C0 and C1 control characters and DEL, which can drive the terminal,
+# and the invisible Unicode line separators and bidi overrides, which can
+# disguise a line. Tab is kept: harmless, and common in pasted text.
+_ESCAPED_CODEPOINTS: Final = (
+    *range(0x00, 0x09),
+    *range(0x0A, 0x20),
+    0x7F,
+    *range(0x80, 0xA0),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+)
+TERMINAL_ESCAPES: Final = str.maketrans(
+    {code: repr(chr(code))[1:-1] for code in _ESCAPED_CODEPOINTS}
+)
+
+
+def escape(text: str) -> str:
+    """Make a string from the network safe to print on a terminal."""
+    return text.translate(TERMINAL_ESCAPES)
+
+
+# --------------------------------------------------------------------------- styles
+
+_NAME_COLORS: Final = ("32", "33", "35", "36", "91", "92", "93", "95", "96")
+DIM: Final = "2"
+BOLD: Final = "1"
+ROOM: Final = "36"
+NOTICE: Final = "33"
+ERROR: Final = "31"
+
+
+@dataclass(frozen=True)
+class Style:
+    """ANSI colors, or none when output is not a terminal."""
+
+    color: bool = False
+
+    def paint(self, text: str, sgr: str) -> str:
+        return f"\x1b[{sgr}m{text}\x1b[0m" if self.color else text
+
+    def name(self, user_id: int | None, name: str) -> str:
+        color = _NAME_COLORS[user_id % len(_NAME_COLORS)] if user_id is not None else ""
+        return self.paint(name, f"{BOLD};{color}" if color else BOLD)
+
+
+def use_color(stream: TextIO) -> bool:
+    """Color only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: a random first delay, then exponential growth with a cap.
+
+    The random first delay spreads the reconnects of every client of a server
+    that just restarted (RFC 6455, 7.2.3); later delays get jitter too.
+    """
+
+    initial: float = 3.0
+    minimum: float = 1.0
+    factor: float = 1.618
+    maximum: float = 60.0
+
+    def delays(self) -> Iterator[float]:
+        yield random.random() * self.initial
+        delay = self.minimum
+        while True:
+            yield min(delay, self.maximum) * random.uniform(0.75, 1.0)
+            delay *= self.factor
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asked for on the command line."""
+
+    url: URL = field(default_factory=lambda: URL(DEFAULT_URL))
+    name: str | None = None
+    room: str | None = None
+    history: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+def _websocket_url(text: str) -> URL:
+    url = URL(text)
+    if url.scheme not in ("ws", "wss") or not url.host:
+        raise argparse.ArgumentTypeError(f"not a ws:// or wss:// URL: {text}")
+    return url
+
+
+def _history_count(text: str) -> int:
+    if not text.isdigit() or int(text) > 500:
+        raise argparse.ArgumentTypeError(f"not a number from 0 to 500: {text}")
+    return int(text)
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    """Turn the command line into Options; exit with status 2 on a usage error."""
+    parser = argparse.ArgumentParser(
+        prog="chat-client", description="Terminal client for the WebSocket chat server."
+    )
+    parser.add_argument(
+        "url", nargs="?", default=DEFAULT_URL, type=_websocket_url,
+        help=f"server URL (default: {DEFAULT_URL})",
+    )  # fmt: skip
+    parser.add_argument("--name", help="nickname to ask for (default: User N)")
+    parser.add_argument("--room", help="first room (default: the server's, lobby)")
+    parser.add_argument(
+        "--history", type=_history_count, default=0, metavar="N",
+        help="show the last N messages of the first room on connect (default: 0)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    room = args.room.removeprefix("#") if args.room else None
+    return Options(url=args.url, name=args.name, room=room, history=args.history)
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class ChatState:
+    """What the client knows about its session; updated from server events."""
+
+    user_id: int | None = None
+    name: str = ""
+    wanted_name: str | None = None  # asked for again when a session is not resumed
+    rooms: list[str] = field(default_factory=list)  # in join order: the last is current
+    joining: set[str] = field(default_factory=set)
+    session: str | None = None
+    last_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def current_room(self) -> str | None:
+        return self.rooms[-1] if self.rooms else None
+
+    def is_own(self, event: Mapping[str, Any]) -> bool:
+        return self.user_id is not None and _user(event)[0] == self.user_id
+
+    def is_duplicate(self, event: Mapping[str, Any]) -> bool:
+        """Whether a message was already seen (a replay can overlap what arrived)."""
+        room, msg_id = event.get("room"), event.get("id")
+        if not isinstance(room, str) or not isinstance(msg_id, int):
+            return False
+        return msg_id <= self.last_ids.get(room, 0)
+
+    def note_sent(self, frame: Mapping[str, Any]) -> None:
+        """Track joins until the server confirms them, and leaves at once."""
+        room = frame.get("room")
+        if not isinstance(room, str):
+            return
+        if frame["type"] == "join":
+            self.joining.add(room)
+        elif frame["type"] == "leave" and room in self.rooms:
+            # The server may not echo our own leave, so don't wait for it.
+            self.rooms.remove(room)
+
+    def welcome(self, event: Mapping[str, Any]) -> None:
+        user_id, name = _user(event)
+        self.user_id, self.name = user_id, name
+        token = event.get("session")
+        self.session = token if isinstance(token, str) else None
+        rooms = [room for room in event.get("rooms", ()) if isinstance(room, str)]
+        if event.get("resumed") is True:
+            # Keep our join order, so the current room stays current.
+            self.rooms = [r for r in self.rooms if r in rooms] + [
+                r for r in rooms if r not in self.rooms
+            ]
+        else:
+            # A new session: message ids may start over (e.g. a restarted server).
+            self.rooms, self.last_ids = rooms, {}
+        self.joining.clear()
+
+    def apply(self, event: Mapping[str, Any]) -> None:
+        """Update the state from one server event (welcome excepted)."""
+        kind, room = event.get("type"), event.get("room")
+        if kind == "message" and isinstance(room, str) and isinstance(event.get("id"), int):
+            self.last_ids[room] = max(self.last_ids.get(room, 0), event["id"])
+        elif kind == "history" and isinstance(room, str):
+            ids = [m["id"] for m in _messages(event) if isinstance(m.get("id"), int)]
+            if ids:
+                self.last_ids[room] = max(self.last_ids.get(room, 0), *ids)
+        elif kind == "join" and isinstance(room, str) and self.is_own(event):
+            self._joined(room, make_current=event.get("reason", "join") == "join")
+        elif kind == "who" and isinstance(room, str) and room in self.joining:
+            # Large rooms send no join notices; the who list confirms the join.
+            self._joined(room, make_current=True)
+        elif kind == "leave" and isinstance(room, str) and self.is_own(event):
+            if room in self.rooms:
+                self.rooms.remove(room)
+        elif kind == "nick" and self.is_own(event):
+            self.name = self.wanted_name = _user(event)[1]
+        elif kind == "error" and event.get("code") in ("room_invalid", "too_many_rooms"):
+            self.joining.clear()
+
+    def _joined(self, room: str, *, make_current: bool) -> None:
+        self.joining.discard(room)
+        if make_current and room in self.rooms:
+            self.rooms.remove(room)
+        if room not in self.rooms:
+            self.rooms.append(room)
+
+    def connect_url(self, options: Options, *, first: bool) -> URL:
+        """The URL to connect to, with the query parameters of docs/protocol.md."""
+        query: dict[str, str] = {}
+        if self.wanted_name:
+            query["name"] = self.wanted_name
+        room = self.rooms[0] if self.rooms else options.room
+        if room:
+            query["room"] = room
+        if first and options.history:
+            query["history"] = str(options.history)
+        if self.session:
+            query["session"] = self.session
+            last = ",".join(f"{room}:{msg_id}" for room, msg_id in self.last_ids.items())
+            if last:
+                query["last"] = last
+        return options.url.update_query(query)
+
+
+# --------------------------------------------------------------------------- input commands
+
+
+@dataclass(frozen=True)
+class Send:
+    """A chat.v1 command to send to the server."""
+
+    frame: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Say:
+    """A line to print locally."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Quit:
+    """Close the connection and exit."""
+
+
+Action = Send | Say | Quit
+
+HELP_TEXT: Final = "\n".join(
+    (
+        "Commands:",
+        "  /nick NAME       change your name",
+        "  /join ROOM       join a room and make it current",
+        "  /leave [ROOM]    leave a room (default: the current one)",
+        "  /who [ROOM]      list the users of a room",
+        f"  /history [N]     show the last N messages of the current room ({DEFAULT_HISTORY})",
+        "  /me ACTION       send an action (* NAME ACTION)",
+        "  /rooms           list your rooms",
+        "  /help            show this help",
+        "  /quit, quit      leave the chat",
+        "Anything else is a message to the current room; //text sends /text.",
+    )
+)
+
+
+def translate(line: str, state: ChatState) -> Action | None:
+    """Turn one input line into an action; None for a blank line."""
+    if not line.strip():
+        return None
+    if line.strip() == "quit":  # the seed client's way out
+        return Quit()
+    if line.startswith("/") and not line.startswith("//"):
+        verb, _, arg = line[1:].partition(" ")
+        return _command(verb.lower(), arg.strip(), state)
+    return _message(line.removeprefix("/"), state)
+
+
+def _message(text: str, state: ChatState) -> Action:
+    room = state.current_room
+    if room is None:
+        return Say("You are not in any room: /join ROOM first.")
+    return Send({"type": "message", "room": room, "text": text})
+
+
+def _command(verb: str, arg: str, state: ChatState) -> Action:
+    room = arg.removeprefix("#") or state.current_room
+    if verb == "nick":
+        return Send({"type": "nick", "name": arg}) if arg else Say("Usage: /nick NAME")
+    if verb == "join":
+        return Send({"type": "join", "room": room}) if arg and room else Say("Usage: /join ROOM")
+    if verb in ("leave", "who"):
+        return Send({"type": verb, "room": room}) if room else Say("You are not in any room.")
+    if verb == "history":
+        if arg and not (arg.isdigit() and 1 <= int(arg) <= 500):
+            return Say("Usage: /history [N], N from 1 to 500")
+        if state.current_room is None:
+            return Say("You are not in any room.")
+        limit = int(arg) if arg else DEFAULT_HISTORY
+        return Send({"type": "history", "room": state.current_room, "limit": limit})
+    if verb == "me":
+        return _message("/me " + arg, state) if arg else Say("Usage: /me ACTION")
+    if verb == "rooms":
+        names = [f"#{r}" + (" (current)" if r == state.current_room else "") for r in state.rooms]
+        return Say("Your rooms: " + (", ".join(names) or "none"))
+    if verb == "help":
+        return Say(HELP_TEXT)
+    if verb == "quit":
+        return Quit()
+    return Say(f"Unknown command /{verb}. Type /help for commands.")
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _user(event: Mapping[str, Any]) -> tuple[int | None, str]:
+    user = event.get("user")
+    if not isinstance(user, dict):
+        return None, "?"
+    user_id, name = user.get("id"), user.get("name")
+    return (user_id if isinstance(user_id, int) else None), (name if isinstance(name, str) else "?")
+
+
+def _field(event: Mapping[str, Any], key: str) -> str:
+    value = event.get(key)
+    return escape(value) if isinstance(value, str) else ""
+
+
+def _messages(event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    messages = event.get("messages")
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+def _clock(event: Mapping[str, Any]) -> str:
+    ts = event.get("ts")
+    when = float(ts) if isinstance(ts, int | float) else time.time()
+    return time.strftime("%H:%M", time.localtime(when))
+
+
+def _prefix(event: Mapping[str, Any], style: Style) -> str:
+    clock = style.paint(_clock(event), DIM)
+    room = _field(event, "room")
+    return f"{clock} {style.paint('[#' + room + ']', ROOM)} " if room else f"{clock} "
+
+
+def _message_line(event: Mapping[str, Any], style: Style) -> str:
+    user_id, name = _user(event)
+    text = _field(event, "text")
+    if text.startswith("/me "):
+        return f"{_prefix(event, style)}* {style.name(user_id, escape(name))} {text[4:]}"
+    return f"{_prefix(event, style)}{style.name(user_id, escape(name))}: {text}"
+
+
+_JOIN_WORDS: Final = {"join": "has joined", "connect": "has connected", "resume": "has reconnected"}
+
+
+def _presence_line(event: Mapping[str, Any], style: Style) -> str:
+    name = _user(event)[1]
+    reason = event.get("reason")
+    detail = _field(event, "detail")
+    if event["type"] == "join":
+        words = _JOIN_WORDS.get(reason, "has joined") if isinstance(reason, str) else "has joined"
+    elif reason == "quit":
+        words = "has disconnected"
+    elif reason == "leave":
+        words = "has left"
+    elif reason in ("kicked", "banned"):
+        words = f"was {reason}" + (f" ({detail})" if detail else "")
+    else:
+        words = f"has disconnected ({_field(event, 'reason') or 'unknown'})"
+    return style.paint(f"{_prefix(event, style)}{escape(name)} {words}.", DIM)
+
+
+def render_event(event: Mapping[str, Any], style: Style) -> list[str]:
+    """The terminal lines of one server event (none for events not shown)."""
+    kind = event.get("type")
+    if kind == "message":
+        return [_message_line(event, style)]
+    if kind in ("join", "leave"):
+        return [_presence_line(event, style)]
+    if kind == "nick":
+        user_id, name = _user(event)
+        new = style.name(user_id, escape(name))
+        return [f"{_prefix(event, style)}{_field(event, 'old')} is now known as {new}."]
+    if kind == "who":
+        users = event.get("users")
+        names = [escape(_user({"user": u})[1]) for u in users] if isinstance(users, list) else []
+        room = _field(event, "room")
+        return [f"Users in #{room} ({len(names)}): {', '.join(names)}"]
+    if kind == "history":
+        room = _field(event, "room")
+        lines = [_message_line({**m, "room": event.get("room")}, style) for m in _messages(event)]
+        more = " (older messages exist)" if event.get("more") is True else ""
+        return [*lines, style.paint(f"(end of history for #{room}){more}", DIM)]
+    if kind == "system":
+        return [style.paint(f"{_prefix(event, style)}*** {_field(event, 'text')}", NOTICE)]
+    if kind == "error":
+        message, code = _field(event, "message"), _field(event, "code")
+        return [style.paint(f"Error: {message} ({code})", ERROR)]
+    if kind == "resumed":
+        return [resumed_line(event)]
+    if kind == "welcome":
+        rooms = event.get("rooms")
+        rooms = rooms if isinstance(rooms, list) else []
+        where = ", ".join(f"#{escape(r)}" for r in rooms if isinstance(r, str))
+        name = escape(_user(event)[1])
+        return [f"Welcome, {name}! You are in {where}. Type /help for commands."]
+    return []  # pong, and types this client does not know
+
+
+def resumed_line(event: Mapping[str, Any]) -> str:
+    """One line summing up what a resume recovered and lost."""
+    rooms = event.get("rooms")
+    counts = [c for c in rooms.values() if isinstance(c, dict)] if isinstance(rooms, dict) else []
+    recovered = sum(c["recovered"] for c in counts if isinstance(c.get("recovered"), int))
+    lost = sum(c["lost"] for c in counts if isinstance(c.get("lost"), int))
+    line = f"Recovered {recovered} missed message{'' if recovered == 1 else 's'}."
+    if lost:
+        were = "message was" if lost == 1 else "messages were"
+        line += f" {lost} older {were} lost (beyond retention)."
+    return line
+
+
+# --------------------------------------------------------------------------- closing
+
+
+@dataclass(frozen=True)
+class Closed:
+    """How a connection ended; ``code`` is None when it dropped without a close frame."""
+
+    code: int | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do after a close: reconnect, or exit with ``exit_code``."""
+
+    reconnect: bool
+    exit_code: int
+    line: str
+
+
+def describe_close(code: int, reason: str) -> str:
+    return f"code {code}: {escape(reason)}" if reason else f"code {code}"
+
+
+def judge_close(closed: Closed) -> Verdict:
+    """Decide from the close code whether to reconnect, and what to tell the user."""
+    code, reason = closed.code, escape(closed.reason)
+    if code is None:
+        return Verdict(True, EXIT_ERROR, "Connection lost")
+    described = describe_close(code, closed.reason)
+    if code in RECONNECT_CODES:
+        return Verdict(True, EXIT_ERROR, f"Connection lost ({described})")
+    if code in (4500, 4501):
+        removed = "Kicked" if code == 4500 else "Banned"
+        return Verdict(
+            False, EXIT_REMOVED, f"{removed} by an operator: {reason or 'no reason given'}"
+        )
+    if code == 1000:
+        return Verdict(False, EXIT_OK, f"Connection closed by the server ({described}).")
+    why = {
+        4001: "Session taken over by another connection",
+        1008: "Disconnected for a policy violation",
+        1009: "Disconnected: a message was too big",
+    }.get(code, "Connection closed")
+    return Verdict(False, EXIT_ERROR, f"{why} ({described}).")
+
+
+class ConnectFailed(Exception):
+    """A connection attempt failed; ``fatal`` when retrying cannot help."""
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+# --------------------------------------------------------------------------- input sources
+
+LineHandler = Callable[[str], Awaitable[bool]]  # returns False to stop reading
+InputSource = Callable[[LineHandler], Coroutine[Any, Any, None]]
+
+
+async def read_terminal(on_line: LineHandler, prompt: Callable[[], str]) -> None:
+    """Read lines with a prompt_toolkit prompt; Ctrl-D and Ctrl-C end the input."""
+    session: PromptSession[str] = PromptSession()
+    while True:
+        try:
+            line = await session.prompt_async(prompt)
+        except (EOFError, KeyboardInterrupt):
+            return
+        if not await on_line(line):
+            return
+
+
+async def read_stream(stream: TextIO, on_line: LineHandler) -> None:
+    """Read lines from a pipe, socket or file without a prompt (for scripting)."""
+    try:
+        fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, io.UnsupportedOperation):
+        fd, mode = -1, 0
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+        await _read_pipe(fd, on_line)
+    else:
+        # Regular files (and in-memory streams) never block for long.
+        while line := await asyncio.to_thread(stream.readline):
+            if not await on_line(line.rstrip("\r\n")):
+                return
+
+
+async def _read_pipe(fd: int, on_line: LineHandler) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_LINE)
+    # The transport closes the file it reads when done: give it a duplicate,
+    # so that the caller's stdin stays open.
+    pipe = os.fdopen(os.dup(fd), "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        while True:
+            try:
+                raw = await reader.readline()
+            except ValueError:  # longer than MAX_LINE: the server would refuse it anyway
+                continue
+            if not raw or not await on_line(raw.decode(errors="replace").rstrip("\r\n")):
+                return
+    finally:
+        transport.close()
+        # The duplicate shares the open file description, which the transport
+        # made non-blocking: undo that for the shell and any later reader.
+        with contextlib.suppress(OSError):
+            os.set_blocking(fd, True)
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class Printer:
+    """Writes whole lines to the output stream, flushing each one."""
+
+    def __init__(self, stream: TextIO, style: Style) -> None:
+        self.stream = stream
+        self.style = style
+
+    def line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def notice(self, text: str) -> None:
+        self.line(self.style.paint(text, NOTICE))
+
+
+class Client:
+    """One chat session: connects, resumes after drops, and routes input and events."""
+
+    def __init__(self, options: Options, printer: Printer) -> None:
+        self.options = options
+        self.printer = printer
+        self.state = ChatState(wanted_name=options.name)
+        self.ws: aiohttp.ClientWebSocketResponse | None = None  # set once welcomed
+        self.pending: deque[dict[str, Any]] = deque(maxlen=MAX_PENDING)
+        self.quit = asyncio.Event()
+        self.welcomed = asyncio.Event()
+        self.reconnecting = False
+        self._interrupts = 0
+        self._task: asyncio.Task[Any] | None = None
+
+    def prompt(self) -> str:
+        room = self.state.current_room
+        return f"[#{escape(room)}] > " if room else "> "
+
+    async def run(self, read_input: InputSource) -> int:
+        """Run until the user quits or the server ends the session; return the exit status."""
+        self._task = asyncio.current_task()
+        input_task = asyncio.create_task(read_input(self.handle_line))
+        input_task.add_done_callback(lambda _: self.quit.set())
+        restore_sigint = _handle_sigint(self.on_interrupt)
+        try:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                return await self.connection_loop(session)
+        finally:
+            restore_sigint()
+            input_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await input_task
+
+    def on_interrupt(self) -> None:
+        """Ctrl-C: quit cleanly; a second one stops waiting for the server."""
+        self._interrupts += 1
+        self.quit.set()
+        if self._interrupts > 1 and self._task is not None:
+            self._task.cancel()
+
+    async def connection_loop(self, session: aiohttp.ClientSession) -> int:
+        self.printer.notice(f"Connecting to {self.options.url}...")
+        try:
+            ws = await self.connect(session, first=True)
+        except ConnectFailed as exc:
+            self.printer.notice(f"Failed to connect to {self.options.url}: {exc}.")
+            return EXIT_ERROR
+        self.printer.notice("Connected successfully!")
+        self.printer.notice("Enter message (or 'quit' to exit):")
+        loop = asyncio.get_running_loop()
+        delays: Iterator[float] | None = None
+        while True:
+            started = loop.time()
+            closed = await self.converse(ws)
+            if closed is None:
+                code = describe_close(ws.close_code or 1000, "")
+                self.printer.notice(f"Connection closed ({code}).")
+                return EXIT_OK
+            verdict = judge_close(closed)
+            if not verdict.reconnect:
+                self.printer.notice(verdict.line)
+                return verdict.exit_code
+            if delays is None or loop.time() - started >= STABLE_AFTER:
+                delays = self.options.backoff.delays()
+            result = await self.reconnect(session, verdict.line, delays)
+            if isinstance(result, int):
+                return result
+            ws = result
+
+    async def connect(
+        self, session: aiohttp.ClientSession, *, first: bool
+    ) -> aiohttp.ClientWebSocketResponse:
+        url = self.state.connect_url(self.options, first=first)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                ws = await session.ws_connect(url, protocols=(SUBPROTOCOL,), heartbeat=HEARTBEAT)
+        except aiohttp.WSServerHandshakeError as exc:
+            fatal = exc.status in FATAL_HTTP_STATUSES
+            raise ConnectFailed(f"HTTP {exc.status} {exc.message}", fatal=fatal) from None
+        except TimeoutError:
+            raise ConnectFailed("timed out") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectFailed(str(exc) or type(exc).__name__) from None
+        if ws.protocol != SUBPROTOCOL:
+            await ws.close()
+            raise ConnectFailed(f"the server does not speak {SUBPROTOCOL}", fatal=True)
+        self.welcomed.clear()
+        return ws
+
+    async def reconnect(
+        self, session: aiohttp.ClientSession, why: str, delays: Iterator[float]
+    ) -> aiohttp.ClientWebSocketResponse | int:
+        """Retry with backoff until connected (the socket) or told to stop (an exit status)."""
+        self.reconnecting = True
+        verb = "reconnecting"
+        while True:
+            delay = next(delays)
+            self.printer.notice(f"{why}; {verb} in {delay:.1f} s...")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.quit.wait(), delay)
+            if self.quit.is_set():
+                self._report_unsent()
+                return EXIT_OK
+            try:
+                ws = await self.connect(session, first=False)
+            except ConnectFailed as exc:
+                if exc.fatal:
+                    self.printer.notice(f"Reconnect failed: {exc}.")
+                    return EXIT_ERROR
+                why, verb = f"Reconnect failed ({exc})", "retrying"
+                continue
+            self.printer.notice("Reconnected.")
+            self.reconnecting = False
+            return ws
+
+    def _report_unsent(self) -> None:
+        if self.pending:
+            count = len(self.pending)
+            self.printer.notice(f"{count} unsent line{'' if count == 1 else 's'} dropped.")
+
+    async def converse(self, ws: aiohttp.ClientWebSocketResponse) -> Closed | None:
+        """Print events until the connection ends (a Closed) or the user quits (None)."""
+        receiver = asyncio.create_task(self.receive_events(ws))
+        quitting = asyncio.create_task(self.quit.wait())
+        try:
+            await asyncio.wait({receiver, quitting}, return_when=asyncio.FIRST_COMPLETED)
+            if not receiver.done() and not self.welcomed.is_set():
+                # Lines typed before the welcome are still queued: let them go out.
+                welcomed = asyncio.create_task(self.welcomed.wait())
+                await asyncio.wait({receiver, welcomed}, timeout=WELCOME_GRACE)
+                welcomed.cancel()
+            if receiver.done():
+                return receiver.result()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
+            return None
+        finally:
+            self.ws = None
+            quitting.cancel()
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+
+    async def receive_events(self, ws: aiohttp.ClientWebSocketResponse) -> Closed:
+        while True:
+            msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await self.handle_frame(ws, msg.data)
+            elif msg.type is aiohttp.WSMsgType.CLOSE:
+                return Closed(msg.data, msg.extra or "")
+            elif msg.type is not aiohttp.WSMsgType.BINARY:
+                # CLOSED or ERROR: the connection dropped without a close frame.
+                return Closed(None)
+
+    async def handle_frame(self, ws: aiohttp.ClientWebSocketResponse, data: str) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind == "message" and self.state.is_duplicate(event):
+            return
+        if kind == "welcome":
+            await self.on_welcome(ws, event)
+            return
+        for line in render_event(event, self.printer.style):
+            self.printer.line(line)
+        self.state.apply(event)
+
+    async def on_welcome(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]) -> None:
+        """Adopt the (new or resumed) session, rejoin rooms if needed, send queued lines."""
+        returning = self.state.session is not None
+        previous_rooms = list(self.state.rooms)
+        self.state.welcome(event)
+        rejoin: list[dict[str, Any]] = []
+        if event.get("resumed") is not True:
+            if returning:
+                self.printer.notice("Could not resume the session; continuing as a new one.")
+            for line in render_event(event, self.printer.style):
+                self.printer.line(line)
+            rejoin = [
+                {"type": "join", "room": room}
+                for room in previous_rooms
+                if room not in self.state.rooms
+            ]
+        for frame in rejoin:
+            self.state.note_sent(frame)
+        self.pending.extendleft(reversed(rejoin))
+        while self.pending:
+            frame = self.pending.popleft()
+            if not await self._send(ws, frame):
+                self.pending.appendleft(frame)  # the connection dropped meanwhile
+                return
+        self.ws = ws
+        self.welcomed.set()
+
+    async def handle_line(self, line: str) -> bool:
+        """Act on one input line; False once the user quits."""
+        action = translate(line, self.state)
+        if isinstance(action, Quit):
+            return False
+        if isinstance(action, Say):
+            self.printer.notice(action.text)
+        elif isinstance(action, Send):
+            self.state.note_sent(action.frame)
+            if self.ws is None or not await self._send(self.ws, action.frame):
+                # Not welcomed yet, or the connection just dropped: send it later.
+                self.pending.append(action.frame)
+                if self.reconnecting:
+                    self.printer.notice("Not connected; will send after reconnecting.")
+        return True
+
+    @staticmethod
+    async def _send(ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> bool:
+        """Send a frame; False if the connection is gone."""
+        if ws.closed:
+            return False
+        try:
+            await ws.send_str(json.dumps(frame, ensure_ascii=False))
+        except (aiohttp.ClientError, ConnectionError):
+            return False
+        return True
+
+
+def _handle_sigint(callback: Callable[[], None]) -> Callable[[], None]:
+    """Route SIGINT to ``callback`` while the client runs; return the undo function."""
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        loop.add_signal_handler(signal.SIGINT, callback)
+    except (NotImplementedError, RuntimeError, ValueError):
+        # Not in the main thread, or no signal support: Ctrl-C stays as it was.
+        return lambda: None
+
+    def restore() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
+
+
+async def run_client(options: Options, stdin: TextIO, stdout: TextIO) -> int:
+    """Chat on ``stdin``/``stdout`` until done; return the exit status."""
+    if stdin.isatty() and stdout.isatty():
+        # Lines printed while typing go above the prompt, not through it.
+        with patch_stdout(raw=True):
+            client = Client(options, Printer(sys.stdout, Style(use_color(stdout))))
+            return await client.run(lambda on_line: read_terminal(on_line, client.prompt))
+    client = Client(options, Printer(stdout, Style(use_color(stdout))))
+    return await client.run(lambda on_line: read_stream(stdin, on_line))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point of ``chat-client``."""
+    options = parse_args(argv)
+    try:
+        return asyncio.run(run_client(options, sys.stdin, sys.stdout))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # A second Ctrl-C, or one before the client set up its handler.
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

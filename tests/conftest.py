@@ -1,0 +1,244 @@
+"""Shared fixtures: real servers on port 0, real WebSocket clients, real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from chatserver.app import create_app
+from chatserver.settings import Settings
+
+TIMEOUT = 5.0
+JSON = ("chat.v1",)
+
+
+class Peer:
+    """A real aiohttp WebSocket client with bounded receives."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def recv(self, timeout: float = TIMEOUT) -> aiohttp.WSMessage:
+        return await asyncio.wait_for(self.ws.receive(), timeout)
+
+    async def text(self, timeout: float = TIMEOUT) -> str:
+        msg = await self.recv(timeout)
+        assert msg.type is aiohttp.WSMsgType.TEXT, f"expected text, got {msg!r}"
+        return str(msg.data)
+
+    async def event(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(await self.text(timeout))
+        return data
+
+    async def until(self, pattern: str, timeout: float = TIMEOUT) -> str:
+        """Read text lines until one matches ``pattern`` (regex search)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = await self.text(max(0.01, deadline - time.monotonic()))
+            if re.search(pattern, line):
+                return line
+
+    async def until_type(self, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """Read JSON events until one has ``type == kind``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = await self.event(max(0.01, deadline - time.monotonic()))
+            if event["type"] == kind:
+                return event
+
+    async def send(self, data: str) -> None:
+        await self.ws.send_str(data)
+
+    async def send_json(self, **command: Any) -> None:
+        await self.ws.send_str(json.dumps(command))
+
+    async def closed(self, timeout: float = TIMEOUT) -> tuple[int | None, str]:
+        """Read until the server closes; return (close code, reason)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = await self.recv(max(0.01, deadline - time.monotonic()))
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                return self.ws.close_code, str(msg.extra or "")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+Connect = Callable[..., Awaitable[Peer]]
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base = Settings(
+        host="127.0.0.1",
+        port=0,
+        db=str(tmp_path / "chat.db"),
+        admin_token="test-admin-token",
+        heartbeat=0,
+        rate_limit=0,
+        max_connections_per_ip=0,
+        shutdown_timeout=3.0,
+    )
+    return replace(base, **overrides)
+
+
+class ChatServer:
+    """An in-process server on a free port, restartable on the same database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: TestServer | None = None
+        self.app: web.Application | None = None
+
+    async def start(self, **overrides: Any) -> None:
+        if overrides:
+            self.settings = replace(self.settings, **overrides)
+        self.app = create_app(self.settings)
+        port = self.settings.port or 0
+        self.server = TestServer(self.app, host="127.0.0.1", port=port)
+        await self.server.start_server()
+        self.settings = replace(self.settings, port=self.server.port or 0)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    def url(self, path: str = "/ws", **query: Any) -> str:
+        assert self.server is not None
+        base = f"ws://127.0.0.1:{self.server.port}{path}"
+        if query:
+            base += "?" + "&".join(f"{key}={value}" for key, value in query.items())
+        return base
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def chat(tmp_path: Path) -> AsyncIterator[ChatServer]:
+    server = ChatServer(make_settings(tmp_path))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def connect(http: aiohttp.ClientSession, chat: ChatServer) -> Connect:
+    """Open a chat connection: ``await connect(json=True, name="x")``."""
+
+    async def open_peer(
+        path: str = "/ws",
+        json: bool = False,
+        server: ChatServer | None = None,
+        headers: dict[str, str] | None = None,
+        **query: Any,
+    ) -> Peer:
+        target = server or chat
+        ws = await http.ws_connect(
+            target.url(path, **query),
+            protocols=JSON if json else (),
+            headers=headers,
+            timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+        )
+        return Peer(ws)
+
+    return open_peer
+
+
+# ------------------------------------------------------------------ subprocess server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """``python -m chatserver`` in a child process, for signals and crashes."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "chatserver", "--port", str(self.port), *self.args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith("Server started on"):
+                return
+        raise AssertionError("server did not start:\n" + "".join(self.output))
+
+    def url(self, **query: Any) -> str:
+        base = f"ws://127.0.0.1:{self.port}/ws"
+        if query:
+            base += "?" + "&".join(f"{key}={value}" for key, value in query.items())
+        return base
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(*args: str, port: int | None = None) -> ServerProcess:
+        defaults = ["--db", str(tmp_path / "chat.db"), "--admin-token", "test-admin-token"]
+        process = ServerProcess([*defaults, *args])
+        if port is not None:
+            process.port = port
+        process.start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
