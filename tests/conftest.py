@@ -73,8 +73,11 @@ class Peer:
         deadline = time.monotonic() + timeout
         while True:
             msg = await self.recv(max(0.01, deadline - time.monotonic()))
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-                return self.ws.close_code, str(msg.extra or "")
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                # The frame's code: the client may later overwrite close_code with 1006.
+                return int(msg.data), str(msg.extra or "")
+            if msg.type is aiohttp.WSMsgType.CLOSED:
+                return self.ws.close_code, ""
 
     async def close(self) -> None:
         await self.ws.close()
@@ -242,3 +245,73 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for process in started:
         process.stop()
+
+
+# ------------------------------------------------------------------ raw socket peer
+
+
+class RawPeer:
+    """A hand-rolled WebSocket client on a blocking socket: it reads only when
+    told to and never answers pings, like a stalled or dead peer."""
+
+    def __init__(self, port: int, path: str = "/ws", rcvbuf: int = 4096) -> None:
+        self.sock = socket.socket()
+        # A tiny receive buffer makes the server's send side fill up quickly.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self.sock.recv(1024)
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def read_frames(self, timeout: float = 10.0) -> Iterator[tuple[int, bytes]]:
+        """Yield (opcode, payload) until the connection ends."""
+        self.sock.settimeout(timeout)
+        while True:
+            frame = self._parse()
+            if frame is not None:
+                yield frame
+                continue
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return
+            self.buffer += chunk
+
+    def _parse(self) -> tuple[int, bytes] | None:
+        if len(self.buffer) < 2:
+            return None
+        opcode, length, offset = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F, 2
+        if length == 126:
+            if len(self.buffer) < 4:
+                return None
+            length, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+        elif length == 127:
+            if len(self.buffer) < 10:
+                return None
+            length, offset = int.from_bytes(self.buffer[2:10], "big"), 10
+        if len(self.buffer) < offset + length:
+            return None
+        payload = self.buffer[offset : offset + length]
+        self.buffer = self.buffer[offset + length :]
+        return opcode, payload
+
+    def close_code(self, timeout: float = 10.0) -> int | None:
+        """Drain the stream; the code of the server's close frame, if one came."""
+        try:
+            for opcode, payload in self.read_frames(timeout):
+                if opcode == 8:
+                    return int.from_bytes(payload[:2], "big")
+        except (ConnectionResetError, TimeoutError):
+            return None
+        return None
+
+    def close(self) -> None:
+        self.sock.close()

@@ -97,13 +97,12 @@ async def test_rate_limit_errors_then_closes_1008(chat: ChatServer, connect: Con
     for i in range(40):
         await flooder.send_json(type="message", text=f"spam {i}")
     codes: list[str] = []
-    while True:
-        msg = await flooder.recv()
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            break
+    msg = await flooder.recv()
+    while msg.type is aiohttp.WSMsgType.TEXT:
         if '"type":"error"' in msg.data:
             codes.append("rate_limited" if "rate_limited" in msg.data else msg.data)
-    assert flooder.ws.close_code == 1008
+        msg = await flooder.recv()
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1008)
     assert codes and set(codes) == {"rate_limited"}
     await bystander.send_json(type="message", text="unaffected")
     seen = []
