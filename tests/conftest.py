@@ -235,6 +235,7 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
     def start(*args: str, port: int | None = None) -> ServerProcess:
         defaults = ["--db", str(tmp_path / "chat.db"), "--admin-token", "test-admin-token"]
+        defaults += ["--rate-limit", "0", "--max-connections-per-ip", "0"]
         process = ServerProcess([*defaults, *args])
         if port is not None:
             process.port = port
