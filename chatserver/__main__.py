@@ -41,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(serve(settings))
     except OSError as exc:
-        print(f"chatserver: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        print(
+            f"chatserver: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr
+        )
         return 1
     return 0
 

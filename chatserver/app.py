@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from importlib import resources
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from dashboard import setup_dashboard
 
@@ -85,9 +86,7 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 @web.middleware
-async def security_headers(
-    request: web.Request, handler: web.Handler
-) -> web.StreamResponse:
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     if not response.prepared or isinstance(response, web.FileResponse):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

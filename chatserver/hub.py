@@ -224,7 +224,9 @@ class Hub:
         self.last_ids[room_name] = msg_id
         self.rooms[room_name].messages_in += 1
         self.messages_in += 1
-        self.emit(MessageEvent(id=msg_id, room=room_name, user=conn.user, text=text, ts=time.time()))
+        self.emit(
+            MessageEvent(id=msg_id, room=room_name, user=conn.user, text=text, ts=time.time())
+        )
 
     def announce(self, text: str, room_name: str | None = None) -> None:
         """A system message to one room or to everyone."""

@@ -84,7 +84,7 @@ _decoder: Final = msgspec.json.Decoder(AnyCommand)
 def parse_json_command(data: str | bytes) -> AnyCommand:
     """Decode one ``chat.v1`` frame; raise CommandError with a wire code on failure."""
     try:
-        command = _decoder.decode(data)
+        command: AnyCommand = _decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise CommandError("bad_request", _friendly(str(exc))) from None
     except msgspec.DecodeError as exc:
@@ -187,7 +187,7 @@ def validate_text(text: str) -> str:
     if not text.strip():
         raise CommandError("text_invalid", "empty message")
     for ch in text:
-        if ch < " " and ch not in _TEXT_ALLOWED_CONTROLS or ch == "\x7f":
+        if (ch < " " and ch not in _TEXT_ALLOWED_CONTROLS) or ch == "\x7f":
             raise CommandError("text_invalid", "control characters are not allowed")
     return text
 

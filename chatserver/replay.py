@@ -26,10 +26,7 @@ from .protocol import (
 
 async def send_direct(conn: Connection, event: Event) -> None:
     """Write one event now, with flow control (replays can be large)."""
-    if conn.is_json:
-        payload = encode_json(event)
-    else:
-        payload = text_line(event, conn.current_room).encode()
+    payload = encode_json(event) if conn.is_json else text_line(event, conn.current_room).encode()
     await conn.ws.send_frame(payload, WSMsgType.TEXT)
     conn.messages_out += 1
     conn.bytes_out += len(payload)

@@ -98,8 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (keys are the setting names)")
     for name, field in _FIELDS.items():
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, dest=name, default=None, metavar=name.upper(),
-                            help=f"(default: {field.default!r}; env {env_name(name)})")
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            metavar=name.upper(),
+            help=f"(default: {field.default!r}; env {env_name(name)})",
+        )
 
 
 def env_name(name: str) -> str:

@@ -262,7 +262,9 @@ class Store:
                 sql = "DELETE FROM messages WHERE room = ? AND id <= ?"
                 deleted += db.execute(sql, (room, bound)).rowcount
             if max_age:
-                deleted += db.execute("DELETE FROM messages WHERE ts < ?", (now - max_age,)).rowcount
+                deleted += db.execute(
+                    "DELETE FROM messages WHERE ts < ?", (now - max_age,)
+                ).rowcount
             db.execute("DELETE FROM sessions WHERE expires < ?", (now,))
             return deleted
 

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -203,17 +202,17 @@ async def _open(
     conn.enqueue(_welcome(conn, identity, settings))
     for notice in identity.notices:
         conn.send(Rendered(notice))
+    reason = "resume" if identity.resumed else "connect"
     for room in identity.rooms:
-        _safely(conn, lambda room=room: hub.join(conn, room, _join_reason(identity)))
+        try:
+            hub.join(conn, room, reason)
+        except CommandError as exc:
+            _error(conn, exc.code, exc.message)
     if conn.rooms:
         conn.current_room = conn.rooms[-1] if identity.resumed else conn.rooms[0]
     if last or history:
         await replay(conn, hub, last, history)
     return conn
-
-
-def _join_reason(identity: _Identity) -> str:
-    return "resume" if identity.resumed else "connect"
 
 
 def _replay_request(
@@ -363,10 +362,3 @@ def _send(conn: Connection, event: Event) -> None:
 
 def _error(conn: Connection, code: str, message: str, ref: str | int | None = None) -> None:
     conn.send(Rendered(ErrorEvent(code=code, message=message, ref=ref)))
-
-
-def _safely(conn: Connection, action: Callable[[], object]) -> None:
-    try:
-        action()
-    except CommandError as exc:
-        _error(conn, exc.code, exc.message)

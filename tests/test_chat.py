@@ -50,12 +50,15 @@ async def test_json_and_text_clients_share_a_room(connect: Connect) -> None:
     welcome = await js.event()
     assert welcome["type"] == "welcome"
     assert welcome["user"] == {"id": 2, "name": "ada"}
-    assert welcome["rooms"] == ["lobby"] and welcome["session"]
+    assert welcome["rooms"] == ["lobby"]
+    assert welcome["session"]
     assert await text.text() == "ada has connected."
     await js.send_json(type="message", text="structured")
     message = await js.until_type("message")
-    assert message["text"] == "structured" and message["room"] == "lobby"
-    assert message["user"] == {"id": 2, "name": "ada"} and isinstance(message["id"], int)
+    assert message["text"] == "structured"
+    assert message["room"] == "lobby"
+    assert message["user"] == {"id": 2, "name": "ada"}
+    assert isinstance(message["id"], int)
     assert await text.text() == "ada: structured"
     await text.send("plain")
     assert (await js.until_type("message"))["text"] == "plain"
@@ -121,9 +124,11 @@ async def test_json_join_leave_who_and_errors(connect: Connect) -> None:
     await peer.until_type("join")
     await peer.send_json(type="join", room="#games")
     join = await peer.until_type("join")
-    assert join["room"] == "games" and join["reason"] == "join"
+    assert join["room"] == "games"
+    assert join["reason"] == "join"
     who = await peer.until_type("who")
-    assert who["room"] == "games" and len(who["users"]) == 1
+    assert who["room"] == "games"
+    assert len(who["users"]) == 1
     await peer.send_json(type="message", text="to games", room="games")
     assert (await peer.until_type("message"))["room"] == "games"
     await peer.send_json(type="leave", room="nowhere")

@@ -31,11 +31,14 @@ async def test_history_pages_backwards_in_order(connect: Connect) -> None:
     await post(peer, 7)
     await peer.send_json(type="history", room="lobby", limit=3)
     page = await peer.until_type("history")
-    assert [m["id"] for m in page["messages"]] == [5, 6, 7] and page["more"] is True
-    assert page["messages"][0]["text"] == "m4" and page["messages"][0]["user"]["id"] == 1
+    assert [m["id"] for m in page["messages"]] == [5, 6, 7]
+    assert page["more"] is True
+    assert page["messages"][0]["text"] == "m4"
+    assert page["messages"][0]["user"]["id"] == 1
     await peer.send_json(type="history", room="lobby", before=2, limit=3)
     first = await peer.until_type("history")
-    assert [m["id"] for m in first["messages"]] == [1] and first["more"] is False
+    assert [m["id"] for m in first["messages"]] == [1]
+    assert first["more"] is False
 
 
 async def test_text_history_command(connect: Connect) -> None:

@@ -65,8 +65,7 @@ async def test_sigint_stops_an_idle_server(
     """Ctrl-C (SIGINT) stops the server cleanly; it printed the seed's start line."""
     server = await asyncio.to_thread(server_process)
     assert any(
-        line.startswith(f"Server started on ws://127.0.0.1:{server.port}")
-        for line in server.output
+        line.startswith(f"Server started on ws://127.0.0.1:{server.port}") for line in server.output
     )
     server.signal(signal.SIGINT)
     assert await asyncio.to_thread(server.wait, 10) == 0

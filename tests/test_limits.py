@@ -103,9 +103,10 @@ async def test_rate_limit_errors_then_closes_1008(chat: ChatServer, connect: Con
             codes.append("rate_limited" if "rate_limited" in msg.data else msg.data)
         msg = await flooder.recv()
     assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1008)
-    assert codes and set(codes) == {"rate_limited"}
+    assert codes
+    assert set(codes) == {"rate_limited"}
     await bystander.send_json(type="message", text="unaffected")
-    seen = []
+    seen: list[str] = []
     while not seen or seen[-1] != "unaffected":
         seen.append((await bystander.until_type("message"))["text"])
     assert seen[:-1] == ["spam 0", "spam 1", "spam 2"]
@@ -131,4 +132,5 @@ async def test_healthz(chat: ChatServer, http: aiohttp.ClientSession) -> None:
     async with http.get(f"http://127.0.0.1:{chat.settings.port}/healthz") as response:
         assert response.status == 200
         body = await response.json()
-    assert body["status"] == "ok" and body["connections"] == 0
+    assert body["status"] == "ok"
+    assert body["connections"] == 0

@@ -102,7 +102,8 @@ async def test_unknown_token_is_not_accepted(connect: Connect) -> None:
     await welcome_of(victim)
     forged = await connect(json=True, session="A" * 43, last="lobby:0")
     welcome = await welcome_of(forged)
-    assert welcome["resumed"] is False and welcome["user"]["name"] != "victim"
+    assert welcome["resumed"] is False
+    assert welcome["user"]["name"] != "victim"
 
 
 async def test_gap_beyond_retention_is_reported(chat: ChatServer, connect: Connect) -> None:
@@ -139,8 +140,10 @@ async def test_two_racing_resumes_leave_one_winner(chat: ChatServer, connect: Co
     outcomes = await asyncio.gather(drain(first), drain(second))
     closed = [o for o in outcomes if o["close"] is not None]
     alive = [o for o in outcomes if o["close"] is None]
-    assert len(closed) == 1 and closed[0]["close"] == 4001
-    assert len(alive) == 1 and alive[0]["ids"] == missed
+    assert len(closed) == 1
+    assert closed[0]["close"] == 4001
+    assert len(alive) == 1
+    assert alive[0]["ids"] == missed
     assert chat.app is not None
     from chatserver.keys import HUB
 
@@ -241,7 +244,9 @@ async def test_crash_during_resume_then_resume_again(
     texts = [f"r{i} " + "y" * 200 for i in range(3000)]
     expected = await post(writer, texts)
     await writer.close()
-    first = Peer(await http.ws_connect(server.url(session=token, last="lobby:0"), protocols=("chat.v1",)))
+    first = Peer(
+        await http.ws_connect(server.url(session=token, last="lobby:0"), protocols=("chat.v1",))
+    )
     await welcome_of(first)
     got: list[int] = []
     while len(got) < 500:

@@ -14,7 +14,8 @@ def test_defaults() -> None:
     """With nothing given the documented defaults apply."""
     settings = build_settings({}, environ={})
     assert settings == Settings()
-    assert settings.port == 8765 and settings.host == "127.0.0.1"
+    assert settings.port == 8765
+    assert settings.host == "127.0.0.1"
 
 
 def test_flags_beat_env_beat_file(tmp_path: Path) -> None:
@@ -46,7 +47,8 @@ def test_parse_args_names_match_design() -> None:
     )  # fmt: skip
     assert settings.allowed_origins == ("https://a.example", "https://b.example")
     assert (settings.max_message_bytes, settings.rate_limit, settings.rate_burst) == (100, 0, 5)
-    assert settings.outbound_buffer_bytes == 4096 and settings.heartbeat == 15
+    assert settings.outbound_buffer_bytes == 4096
+    assert settings.heartbeat == 15
 
 
 @pytest.mark.parametrize(
