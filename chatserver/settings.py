@@ -90,6 +90,10 @@ def _validate(settings: Settings) -> Settings:
             raise SettingsError(f"{name} must not be negative")
     if settings.port > 65535:
         raise SettingsError("port must be at most 65535")
+    if settings.redis_url:
+        raise SettingsError(
+            "Redis mode (--redis-url) is not implemented yet; see docs/operations.md"
+        )
     return settings
 
 

@@ -38,7 +38,7 @@ def test_parse_args_names_match_design() -> None:
     settings = parse_args(
         [
             "--host", "0.0.0.0", "--port", "9000", "--admin-token", "s3cret",
-            "--db", "/tmp/x.db", "--redis-url", "redis://localhost",
+            "--db", "/tmp/x.db",
             "--allowed-origins", "https://a.example,https://b.example",
             "--max-message-bytes", "100", "--rate-limit", "0", "--rate-burst", "5",
             "--max-connections-per-ip", "0", "--outbound-buffer-bytes", "4096",
@@ -53,7 +53,11 @@ def test_parse_args_names_match_design() -> None:
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [({"port": "x"}, "invalid value for port"), ({"heartbeat": "-1"}, "must not be negative")],
+    [
+        ({"port": "x"}, "invalid value for port"),
+        ({"heartbeat": "-1"}, "must not be negative"),
+        ({"redis_url": "redis://localhost"}, "not implemented yet"),
+    ],
 )
 def test_bad_values_are_clear_errors(flags: dict[str, str], message: str) -> None:
     """A bad value is a SettingsError naming the setting, not a traceback."""
