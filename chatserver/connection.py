@@ -22,6 +22,10 @@ from .protocol import Rendered, User
 
 Dialect = Literal["text", "json"]
 
+# Live events held while a replay runs; a room busy enough to exceed this
+# during one replay makes the client a slow consumer (close 4000, resume again).
+MAX_HELD_EVENTS = 10_000
+
 
 class Outbox:
     """Writes all connections that got frames during this loop tick, once each."""
@@ -129,6 +133,9 @@ class Connection:
         """Queue one broadcast event in this connection's dialect (hot path)."""
         if self.held is not None:
             self.held.append(rendered)
+            if len(self.held) > MAX_HELD_EVENTS:
+                self.held = None
+                self.on_overflow(self)
             return
         if self.is_json:
             self.enqueue(rendered.json_frame())
