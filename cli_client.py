@@ -8,8 +8,10 @@ server restart (1001) or a slow-consumer close (4000) is followed by a
 reconnect with exponential backoff that resumes the session and replays the
 messages missed meanwhile; kicks, bans and policy closes end the client.
 
-Exit status: 0 after ``/quit``, end of input or Ctrl-C; 1 when the connection
-fails or the server ends it for good; 2 when an operator kicked or banned you.
+Exit status: 0 after ``/quit``, end of input, Ctrl-C or a normal close by the
+server; 1 when connecting fails or the server closes with an error that
+reconnecting cannot fix (4001, 1008, 1009, ...); 2 when an operator kicked or
+banned you (4500, 4501).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.patch_stdout import patch_stdout
 from yarl import URL
 
-__all__ = ["Backoff", "Options", "escape", "main", "parse_args", "render_event", "run_client"]
+__all__ = ["main", "run_client"]
 
 DEFAULT_URL: Final = "ws://localhost:8765/"
 SUBPROTOCOL: Final = "chat.v1"
@@ -52,6 +54,7 @@ WELCOME_GRACE: Final = 5.0  # on quit, how long to wait for lines queued before 
 MAX_LINE: Final = 1 << 20
 MAX_PENDING: Final = 1000  # lines typed while disconnected, sent after reconnecting
 DEFAULT_HISTORY: Final = 20
+JOIN_REF: Final = "join:"  # prefix of the ref of join commands
 
 # Close codes after which the client reconnects and resumes: network trouble,
 # server restarts and the slow-consumer close (docs/protocol.md).
@@ -124,10 +127,10 @@ class Backoff:
     that just restarted (RFC 6455, 7.2.3); later delays get jitter too.
     """
 
-    initial: float = 3.0
+    initial: float = 1.0
     minimum: float = 1.0
-    factor: float = 1.618
-    maximum: float = 60.0
+    factor: float = 2.0
+    maximum: float = 30.0
 
     def delays(self) -> Iterator[float]:
         yield random.random() * self.initial
@@ -211,15 +214,9 @@ class ChatState:
         return msg_id <= self.last_ids.get(room, 0)
 
     def note_sent(self, frame: Mapping[str, Any]) -> None:
-        """Track joins until the server confirms them, and leaves at once."""
-        room = frame.get("room")
-        if not isinstance(room, str):
-            return
+        """Track joins until the server confirms them."""
         if frame["type"] == "join":
-            self.joining.add(room)
-        elif frame["type"] == "leave" and room in self.rooms:
-            # The server may not echo our own leave, so don't wait for it.
-            self.rooms.remove(room)
+            self.joining.add(frame["room"])
 
     def welcome(self, event: Mapping[str, Any]) -> None:
         user_id, name = _user(event)
@@ -256,8 +253,8 @@ class ChatState:
                 self.rooms.remove(room)
         elif kind == "nick" and self.is_own(event):
             self.name = self.wanted_name = _user(event)[1]
-        elif kind == "error" and event.get("code") in ("room_invalid", "too_many_rooms"):
-            self.joining.clear()
+        elif kind == "error" and isinstance(ref := event.get("ref"), str):
+            self.joining.discard(ref.removeprefix(JOIN_REF))
 
     def _joined(self, room: str, *, make_current: bool) -> None:
         self.joining.discard(room)
@@ -337,28 +334,51 @@ def translate(line: str, state: ChatState) -> Action | None:
     return _message(line.removeprefix("/"), state)
 
 
+def _where(arg: str, state: ChatState) -> dict[str, str] | None:
+    """The ``room`` field of a command: the room named, else the current one.
+
+    While a join is on its way the field is left out, so that the server,
+    which applies commands in order, picks the room that join made current.
+    None when there is no room at all.
+    """
+    room = arg.removeprefix("#")
+    if room:
+        return {"room": room}
+    if state.joining:
+        return {}
+    return {"room": state.current_room} if state.current_room else None
+
+
 def _message(text: str, state: ChatState) -> Action:
-    room = state.current_room
-    if room is None:
+    where = _where("", state)
+    if where is None:
         return Say("You are not in any room: /join ROOM first.")
-    return Send({"type": "message", "room": room, "text": text})
+    return Send({"type": "message", **where, "text": text})
 
 
-def _command(verb: str, arg: str, state: ChatState) -> Action:
-    room = arg.removeprefix("#") or state.current_room
-    if verb == "nick":
-        return Send({"type": "nick", "name": arg}) if arg else Say("Usage: /nick NAME")
-    if verb == "join":
-        return Send({"type": "join", "room": room}) if arg and room else Say("Usage: /join ROOM")
-    if verb in ("leave", "who"):
-        return Send({"type": verb, "room": room}) if room else Say("You are not in any room.")
+def _room_command(verb: str, arg: str, state: ChatState) -> Action:
     if verb == "history":
         if arg and not (arg.isdigit() and 1 <= int(arg) <= 500):
             return Say("Usage: /history [N], N from 1 to 500")
-        if state.current_room is None:
-            return Say("You are not in any room.")
-        limit = int(arg) if arg else DEFAULT_HISTORY
-        return Send({"type": "history", "room": state.current_room, "limit": limit})
+        limit, arg = int(arg) if arg else DEFAULT_HISTORY, ""
+    where = _where(arg, state)
+    if where is None:
+        return Say("You are not in any room.")
+    frame = {"type": verb, **where}
+    return Send({**frame, "limit": limit} if verb == "history" else frame)
+
+
+def _command(verb: str, arg: str, state: ChatState) -> Action:
+    if verb == "nick":
+        return Send({"type": "nick", "name": arg}) if arg else Say("Usage: /nick NAME")
+    if verb == "join":
+        room = arg.removeprefix("#")
+        if not room:
+            return Say("Usage: /join ROOM")
+        # The ref comes back with an error, which tells which join failed.
+        return Send({"type": "join", "room": room, "ref": JOIN_REF + room})
+    if verb in ("leave", "who", "history"):
+        return _room_command(verb, arg, state)
     if verb == "me":
         return _message("/me " + arg, state) if arg else Say("Usage: /me ACTION")
     if verb == "rooms":
@@ -429,7 +449,7 @@ def _presence_line(event: Mapping[str, Any], style: Style) -> str:
         words = f"was {reason}" + (f" ({detail})" if detail else "")
     else:
         words = f"has disconnected ({_field(event, 'reason') or 'unknown'})"
-    return style.paint(f"{_prefix(event, style)}{escape(name)} {words}.", DIM)
+    return _prefix(event, style) + style.paint(f"{escape(name)} {words}.", DIM)
 
 
 def render_event(event: Mapping[str, Any], style: Style) -> list[str]:
@@ -454,7 +474,7 @@ def render_event(event: Mapping[str, Any], style: Style) -> list[str]:
         more = " (older messages exist)" if event.get("more") is True else ""
         return [*lines, style.paint(f"(end of history for #{room}){more}", DIM)]
     if kind == "system":
-        return [style.paint(f"{_prefix(event, style)}*** {_field(event, 'text')}", NOTICE)]
+        return [_prefix(event, style) + style.paint(f"*** {_field(event, 'text')}", NOTICE)]
     if kind == "error":
         message, code = _field(event, "message"), _field(event, "code")
         return [style.paint(f"Error: {message} ({code})", ERROR)]
@@ -515,10 +535,13 @@ def judge_close(closed: Closed) -> Verdict:
     if code in RECONNECT_CODES:
         return Verdict(True, EXIT_ERROR, f"Connection lost ({described})")
     if code in (4500, 4501):
-        removed = "Kicked" if code == 4500 else "Banned"
-        return Verdict(
-            False, EXIT_REMOVED, f"{removed} by an operator: {reason or 'no reason given'}"
-        )
+        # A kick's close reason is the operator's reason; a ban's reads
+        # "banned until WHEN: REASON".
+        removed = "kicked" if code == 4500 else "banned"
+        if code == 4501:
+            reason = reason.removeprefix(removed).removeprefix(":").strip()
+        reason = reason or "no reason given"
+        return Verdict(False, EXIT_REMOVED, f"{removed.title()} by an operator: {reason}")
     if code == 1000:
         return Verdict(False, EXIT_OK, f"Connection closed by the server ({described}).")
     why = {
@@ -562,10 +585,11 @@ async def read_stream(stream: TextIO, on_line: LineHandler) -> None:
         mode = os.fstat(fd).st_mode
     except (OSError, ValueError, io.UnsupportedOperation):
         fd, mode = -1, 0
-    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd)):
         await _read_pipe(fd, on_line)
     else:
-        # Regular files (and in-memory streams) never block for long.
+        # Regular files, /dev/null and in-memory streams never block for long
+        # (and epoll refuses the first two).
         while line := await asyncio.to_thread(stream.readline):
             if not await on_line(line.rstrip("\r\n")):
                 return
@@ -621,6 +645,8 @@ class Client:
         self.state = ChatState(wanted_name=options.name)
         self.ws: aiohttp.ClientWebSocketResponse | None = None  # set once welcomed
         self.pending: deque[dict[str, Any]] = deque(maxlen=MAX_PENDING)
+        # Lines typed before the first welcome: their room is not known yet.
+        self.early: deque[str] = deque(maxlen=MAX_PENDING)
         self.quit = asyncio.Event()
         self.welcomed = asyncio.Event()
         self.reconnecting = False
@@ -787,13 +813,11 @@ class Client:
 
     async def on_welcome(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]) -> None:
         """Adopt the (new or resumed) session, rejoin rooms if needed, send queued lines."""
-        returning = self.state.session is not None
         previous_rooms = list(self.state.rooms)
         self.state.welcome(event)
         rejoin: list[dict[str, Any]] = []
         if event.get("resumed") is not True:
-            if returning:
-                self.printer.notice("Could not resume the session; continuing as a new one.")
+            # After a failed resume the server says why in a system event.
             for line in render_event(event, self.printer.style):
                 self.printer.line(line)
             rejoin = [
@@ -804,7 +828,12 @@ class Client:
         for frame in rejoin:
             self.state.note_sent(frame)
         self.pending.extendleft(reversed(rejoin))
-        while self.pending:
+        # Lines typed meanwhile join the queue (self.ws is still None).
+        while self.pending or self.early:
+            if not self.pending:
+                if (early := self.act(translate(self.early.popleft(), self.state))) is not None:
+                    self.pending.append(early)
+                continue
             frame = self.pending.popleft()
             if not await self._send(ws, frame):
                 self.pending.appendleft(frame)  # the connection dropped meanwhile
@@ -817,16 +846,27 @@ class Client:
         action = translate(line, self.state)
         if isinstance(action, Quit):
             return False
+        if self.state.session is None:
+            self.early.append(line)  # the current room is not known before the welcome
+            return True
+        frame = self.act(action)
+        if frame is None:
+            return True
+        if self.ws is not None and not self.pending and await self._send(self.ws, frame):
+            return True
+        self.pending.append(frame)
+        if self.reconnecting:
+            self.printer.notice("Not connected; will send after reconnecting.")
+        return True
+
+    def act(self, action: Action | None) -> dict[str, Any] | None:
+        """Print a local answer, or return the frame to send."""
         if isinstance(action, Say):
             self.printer.notice(action.text)
         elif isinstance(action, Send):
             self.state.note_sent(action.frame)
-            if self.ws is None or not await self._send(self.ws, action.frame):
-                # Not welcomed yet, or the connection just dropped: send it later.
-                self.pending.append(action.frame)
-                if self.reconnecting:
-                    self.printer.notice("Not connected; will send after reconnecting.")
-        return True
+            return action.frame
+        return None
 
     @staticmethod
     async def _send(ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> bool:
