@@ -1,9 +1,79 @@
-"""The admin dashboard and admin API, mounted at ``/admin/`` by ``create_app``."""
+"""The admin dashboard and admin API, mounted at ``/admin/`` by ``create_app``.
+
+``setup_dashboard`` installs :class:`~chatserver.moderation.Moderation` on the
+hub, builds the sub-app (pages, push channel, forms, the ``/admin/api/``
+sub-app, templates and static files) and mounts it; a cleanup context opens
+moderation once the store is open and starts the dashboard's 1 s tick.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import WSCloseCode, web
+
+import chatserver
+from chatserver.keys import HUB, STORE
+from chatserver.moderation import Moderation
+
+from .api import create_api
+from .auth import AttemptLimiter, SessionStore
+from .keys import LIMITER, LIVE, MODERATION, SESSIONS
+from .live import LiveHub
+from .views import add_routes, dashboard_headers, jinja_filters
+
+STATIC_DIR = Path(__file__).parent / "static"
+CHAT_STATIC_DIR = Path(chatserver.__file__).parent / "static"
 
 
 def setup_dashboard(app: web.Application) -> None:
     """Mount the admin sub-app on ``app`` and install moderation on its hub."""
+    hub, store = app[HUB], app[STORE]
+    moderation = Moderation(hub, store)
+    hub.moderation = moderation
+    sessions = SessionStore()
+    app[MODERATION] = moderation
+    app[SESSIONS] = sessions
+    app[LIMITER] = AttemptLimiter()
+    app[LIVE] = LiveHub(hub, moderation, sessions)
+
+    admin = web.Application(middlewares=[dashboard_headers])
+    add_routes(admin)
+    admin.router.add_static("/static/", STATIC_DIR, name="static")
+    aiohttp_jinja2.setup(
+        admin,
+        loader=jinja2.PackageLoader("dashboard", "templates"),
+        autoescape=True,
+        filters=jinja_filters(),
+        undefined=jinja2.StrictUndefined,
+    )
+    admin.add_subapp("/api/", create_api())
+    # Before the sub-app, whose prefix would otherwise swallow "/admin" too.
+    app.router.add_get("/admin", _to_dashboard)
+    # add_subapp freezes the sub-app: everything above must be done first.
+    app.add_subapp("/admin/", admin)
+    # The browser chat page at "/" loads its script and style from here.
+    app.router.add_static("/static/", CHAT_STATIC_DIR, name="chat_static")
+    app.cleanup_ctx.append(_moderation_ctx)
+    app.on_shutdown.append(_close_dashboards)
+
+
+async def _to_dashboard(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPPermanentRedirect("/admin/")
+
+
+async def _moderation_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Registered after the store's context, so the store is open here.
+    moderation, live = app[MODERATION], app[LIVE]
+    await moderation.open()
+    live.start()
+    yield
+    await live.stop()
+    moderation.close()
+
+
+async def _close_dashboards(app: web.Application) -> None:
+    await app[LIVE].close_all(WSCloseCode.GOING_AWAY, "server shutting down")

@@ -1,0 +1,167 @@
+"""Operator actions shared by the JSON API and the dashboard's forms.
+
+Both hand over the request's fields (a JSON object or form fields, so numbers
+may arrive as text) and an actor for the audit log; bad input raises
+:class:`CommandError` (``bad_request`` or ``not_found``), which each edge
+turns into its own answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from chatserver.connection import Connection
+from chatserver.errors import CommandError
+from chatserver.hub import Hub
+from chatserver.moderation import Moderation, parse_duration
+
+from .rows import connection_row
+
+Fields = Mapping[str, object]
+BAN_BY = ("name", "address", "both")
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """What an action did: a line for the operator and a JSON body for scripts."""
+
+    message: str
+    data: dict[str, Any]
+    status: int = 200
+
+
+def text_field(fields: Fields, key: str) -> str | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CommandError("bad_request", f"{key} must be a string")
+    return value.strip() or None
+
+
+def int_field(fields: Fields, key: str) -> int | None:
+    value = fields.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise CommandError("bad_request", f"{key} must be a non-negative integer")
+
+
+def duration_field(fields: Fields) -> float | None:
+    value = fields.get("duration")
+    if value is None or (isinstance(value, int | float | str) and not isinstance(value, bool)):
+        return parse_duration(value)
+    raise CommandError("bad_request", "duration must be seconds or a text like 10m")
+
+
+def find_connection(hub: Hub, fields: Fields) -> Connection:
+    """The live connection named by ``conn_id``, ``user_id`` or ``name``."""
+    conn_id, user_id, name = (
+        int_field(fields, "conn_id"),
+        int_field(fields, "user_id"),
+        text_field(fields, "name"),
+    )
+    if conn_id is not None:
+        conn = hub.find(conn_id)
+        what = f"connection {conn_id}"
+    elif user_id is not None:
+        conn = hub.users.get(user_id)
+        what = f"user {user_id}"
+    elif name is not None:
+        conn = hub.by_name(name)
+        what = f"user {name!r}"
+    else:
+        raise CommandError("bad_request", "name a connection: conn_id, user_id or name")
+    if conn is None:
+        raise CommandError("not_found", f"{what} is not connected")
+    return conn
+
+
+async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    conn = find_connection(hub, fields)
+    row = connection_row(hub, conn)
+    entry = await moderation.kick(conn, text_field(fields, "reason") or "", actor)
+    return Outcome(
+        f"Kicked {conn.name} ({entry.reason}).", {"kicked": row, "audit": entry.as_dict()}
+    )
+
+
+async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    """Ban a live connection (``conn_id`` and ``by``) or a ``name`` and/or ``address``."""
+    name, address = text_field(fields, "name"), text_field(fields, "address")
+    if int_field(fields, "conn_id") is not None:
+        conn = find_connection(hub, {"conn_id": fields["conn_id"]})
+        by = text_field(fields, "by") or "name"
+        if by not in BAN_BY:
+            raise CommandError("bad_request", "by is one of: name, address, both")
+        name = conn.name if by in {"name", "both"} else None
+        address = conn.remote if by in {"address", "both"} else None
+    record, kicked = await moderation.ban(
+        name=name,
+        address=address,
+        duration=duration_field(fields),
+        reason=text_field(fields, "reason") or "",
+        actor=actor,
+    )
+    return Outcome(
+        f"Banned {record.target()} {record.as_dict()['until_text']}"
+        f" ({kicked} connection(s) closed).",
+        {"ban": record.as_dict(), "kicked": kicked},
+        201,
+    )
+
+
+async def unban(moderation: Moderation, ban_id: int | None, actor: str) -> Outcome:
+    if ban_id is None:
+        raise CommandError("bad_request", "ban_id is required")
+    record = await moderation.lift_ban(ban_id, actor)
+    return Outcome(f"Lifted ban {ban_id} ({record.target()}).", {"lifted": record.as_dict()})
+
+
+async def mute(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    """Mute a live connection (``conn_id``), a ``user_id`` or a ``name``."""
+    user_id, name = int_field(fields, "user_id"), text_field(fields, "name")
+    if int_field(fields, "conn_id") is not None:
+        conn = find_connection(hub, {"conn_id": fields["conn_id"]})
+        user_id, name = conn.user.id, conn.name
+    record = await moderation.mute(
+        user_id=user_id,
+        name=name,
+        duration=duration_field(fields),
+        reason=text_field(fields, "reason") or "",
+        actor=actor,
+    )
+    return Outcome(
+        f"Muted {record.target()} {record.as_dict()['until_text']}.",
+        {"mute": record.as_dict()},
+        201,
+    )
+
+
+async def unmute(moderation: Moderation, mute_id: int | None, actor: str) -> Outcome:
+    if mute_id is None:
+        raise CommandError("bad_request", "mute_id is required")
+    record = await moderation.unmute(mute_id, actor)
+    return Outcome(f"Unmuted {record.target()}.", {"lifted": record.as_dict()})
+
+
+async def announce(moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    text = fields.get("text")
+    if not isinstance(text, str):
+        raise CommandError("bad_request", "text (a string) is required")
+    room = text_field(fields, "room")
+    recipients = await moderation.announce(text, room, actor)
+    where = f"#{room.lstrip('#')}" if room else "everyone"
+    return Outcome(
+        f"Announced to {where} ({recipients} recipient(s)).",
+        {"room": room, "recipients": recipients},
+    )
+
+
+def status_of(error: CommandError) -> int:
+    return 404 if error.code == "not_found" else 400

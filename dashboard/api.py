@@ -1,0 +1,211 @@
+"""The admin JSON API under ``/admin/api/`` (``Authorization: Bearer <token>``).
+
+A nested sub-app, so one middleware authenticates every route (unknown ones
+included) and turns every failure into ``{"error": {"code", "message"}}``.
+See docs/admin-api.md for the routes and curl examples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from chatserver.errors import CommandError
+from chatserver.keys import HUB, SETTINGS
+from chatserver.ws import client_address
+
+from . import actions
+from .auth import bearer_token, token_matches
+from .keys import LIMITER, LIVE, MODERATION
+from .rows import ConnectionQuery, connection_row, room_rows, select
+
+log = logging.getLogger(__name__)
+
+MAX_AUDIT_LIMIT = 500
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    response = web.json_response({"error": {"code": code, "message": message}}, status=status)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="chatserver admin"'
+    return response
+
+
+@web.middleware
+async def api_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer authentication, per-address throttling of failures, JSON errors."""
+    address = client_address(request, request.config_dict[SETTINGS])
+    limiter = request.config_dict[LIMITER]
+    wait = limiter.retry_after(address)
+    if wait > 0:
+        response = error_response(429, "too_many_attempts", "too many failed attempts; wait")
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    if not token_matches(bearer_token(request), request.config_dict[SETTINGS].admin_token):
+        limiter.hit(address)
+        return error_response(
+            401, "unauthorized", "a valid 'Authorization: Bearer TOKEN' is needed"
+        )
+    try:
+        answer = await handler(request)
+    except CommandError as exc:
+        return error_response(actions.status_of(exc), exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
+
+
+def actor(request: web.Request) -> str:
+    return f"api@{client_address(request, request.config_dict[SETTINGS])}"
+
+
+async def json_body(request: web.Request) -> dict[str, object]:
+    """The request's JSON object (an empty body is ``{}``); else 400 ``bad_json``."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CommandError("bad_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CommandError("bad_json", "the body must be a JSON object")
+    return data
+
+
+def path_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise CommandError("not_found", f"no such id: {raw}")
+    return int(raw)
+
+
+def outcome_response(outcome: actions.Outcome) -> web.Response:
+    return web.json_response({"message": outcome.message, **outcome.data}, status=outcome.status)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+async def get_connections(request: web.Request) -> web.Response:
+    hub = request.config_dict[HUB]
+    selection = select(hub, ConnectionQuery.parse(request.query))
+    rows = [connection_row(hub, conn) for conn in selection.connections]
+    return web.json_response({**selection.position(), "connections": rows})
+
+
+async def get_connection(request: web.Request) -> web.Response:
+    hub = request.config_dict[HUB]
+    conn = actions.find_connection(hub, {"conn_id": path_id(request)})
+    return web.json_response({"connection": connection_row(hub, conn)})
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    live = request.config_dict[LIVE]
+    moderation = request.config_dict[MODERATION]
+    live.learn_node(request)
+    stats: dict[str, Any] = live.stats()
+    stats.update(bans=len(moderation.active_bans()), mutes=len(moderation.active_mutes()))
+    stats["chart"] = list(live.sampler.history)[-60:]
+    return web.json_response(stats)
+
+
+async def get_rooms(request: web.Request) -> web.Response:
+    hub, live = request.config_dict[HUB], request.config_dict[LIVE]
+    limit = request.query.get("limit", "50")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise CommandError("bad_request", "limit must be 1..1000")
+    rows = room_rows(hub, live.sampler.room_rates, int(limit))
+    return web.json_response({"total": len(hub.rooms), "rooms": rows})
+
+
+async def get_bans(request: web.Request) -> web.Response:
+    moderation = request.config_dict[MODERATION]
+    return web.json_response({"bans": [ban.as_dict() for ban in moderation.active_bans()]})
+
+
+async def get_mutes(request: web.Request) -> web.Response:
+    moderation = request.config_dict[MODERATION]
+    return web.json_response({"mutes": [mute.as_dict() for mute in moderation.active_mutes()]})
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    moderation = request.config_dict[MODERATION]
+    limit, before = request.query.get("limit", "100"), request.query.get("before", "")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_AUDIT_LIMIT:
+        raise CommandError("bad_request", f"limit must be 1..{MAX_AUDIT_LIMIT}")
+    if before and (not before.isdigit() or len(before) > 18):
+        raise CommandError("bad_request", "before must be an audit entry id")
+    entries, more = await moderation.audit_page(int(limit), int(before) if before else None)
+    return web.json_response({"entries": [e.as_dict() for e in entries], "more": more})
+
+
+# --------------------------------------------------------------------------- acting
+
+
+async def post_kick_connection(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    fields = {"reason": body.get("reason"), "conn_id": path_id(request)}
+    hub, moderation = request.config_dict[HUB], request.config_dict[MODERATION]
+    return outcome_response(await actions.kick(hub, moderation, fields, actor(request)))
+
+
+async def post_kick(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    hub, moderation = request.config_dict[HUB], request.config_dict[MODERATION]
+    return outcome_response(await actions.kick(hub, moderation, body, actor(request)))
+
+
+async def post_ban(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    hub, moderation = request.config_dict[HUB], request.config_dict[MODERATION]
+    return outcome_response(await actions.ban(hub, moderation, body, actor(request)))
+
+
+async def delete_ban(request: web.Request) -> web.Response:
+    moderation = request.config_dict[MODERATION]
+    return outcome_response(await actions.unban(moderation, path_id(request), actor(request)))
+
+
+async def post_mute(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    hub, moderation = request.config_dict[HUB], request.config_dict[MODERATION]
+    return outcome_response(await actions.mute(hub, moderation, body, actor(request)))
+
+
+async def delete_mute(request: web.Request) -> web.Response:
+    moderation = request.config_dict[MODERATION]
+    return outcome_response(await actions.unmute(moderation, path_id(request), actor(request)))
+
+
+async def post_announce(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    moderation = request.config_dict[MODERATION]
+    return outcome_response(await actions.announce(moderation, body, actor(request)))
+
+
+def create_api() -> web.Application:
+    """The API sub-app; mounted at ``/api/`` inside the dashboard."""
+    api = web.Application(middlewares=[api_guard])
+    api.router.add_get("/connections", get_connections)
+    api.router.add_get("/connections/{id}", get_connection)
+    api.router.add_post("/connections/{id}/kick", post_kick_connection)
+    api.router.add_post("/kick", post_kick)
+    api.router.add_get("/bans", get_bans)
+    api.router.add_post("/bans", post_ban)
+    api.router.add_delete("/bans/{id}", delete_ban)
+    api.router.add_get("/mutes", get_mutes)
+    api.router.add_post("/mutes", post_mute)
+    api.router.add_delete("/mutes/{id}", delete_mute)
+    api.router.add_post("/announce", post_announce)
+    api.router.add_get("/audit", get_audit)
+    api.router.add_get("/stats", get_stats)
+    api.router.add_get("/rooms", get_rooms)
+    return api

@@ -1,0 +1,173 @@
+"""Who may use the dashboard and the admin API.
+
+The admin token (``settings.admin_token``) is the only secret. The API takes
+it as ``Authorization: Bearer``; the dashboard takes it once at login and
+hands out a session cookie (HttpOnly, SameSite=Strict, a new random id per
+login, kept in memory with an absolute and an idle expiry). Every
+state-changing dashboard request must carry the session's CSRF token and come
+from the dashboard's own origin. Tokens and CSRF values are compared in
+constant time; login attempts and failed API calls are rate-limited per
+address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import logging
+import secrets
+import time
+
+from aiohttp import web
+
+from chatserver.limits import origin_allowed
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "chat_admin_session"
+LOGIN_COOKIE = "chat_admin_login"  # the login form's double-submit CSRF value
+COOKIE_PATH = "/admin/"
+MAX_TOKEN_CHARS = 1024
+SESSION_TTL = 8 * 3600.0
+SESSION_IDLE = 3600.0
+MAX_SESSIONS = 1000
+LOGIN_BURST = 10  # attempts an address may make at once ...
+LOGIN_REFILL = 6.0  # ... then one more every this many seconds
+
+
+def token_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison of a presented token with the admin token.
+
+    Empty, oversized and unencodable (non-UTF-8 header bytes) tokens never match,
+    and an empty admin token matches nothing: the dashboard is never open.
+    """
+    if not given or not expected or len(given) > MAX_TOKEN_CHARS:
+        return False
+    try:
+        given_bytes = given.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    expected_bytes = expected.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given_bytes, expected_bytes)
+
+
+def values_match(given: str, expected: str) -> bool:
+    """Constant-time comparison of two random tokens (CSRF, session ids)."""
+    if not given or len(given) > MAX_TOKEN_CHARS:
+        return False
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
+
+
+def bearer_token(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+@dataclasses.dataclass(slots=True)
+class AdminSession:
+    """One logged-in browser."""
+
+    sid: str
+    csrf: str
+    address: str
+    created: float
+    last_seen: float
+    flash: str = ""
+
+    def expired(self, now: float) -> bool:
+        return now - self.created > SESSION_TTL or now - self.last_seen > SESSION_IDLE
+
+
+class SessionStore:
+    """Dashboard sessions in memory; a restart logs everyone out."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, AdminSession] = {}
+
+    def create(self, address: str) -> AdminSession:
+        self.prune()
+        if len(self._sessions) >= MAX_SESSIONS:
+            oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
+            self.drop(oldest.sid)
+        now = time.time()
+        session = AdminSession(
+            secrets.token_urlsafe(32), secrets.token_urlsafe(32), address, now, now
+        )
+        self._sessions[session.sid] = session
+        return session
+
+    def get(self, sid: str, touch: bool = True) -> AdminSession | None:
+        """The live session with this id (refreshing its idle timer), else None."""
+        if not sid or len(sid) > MAX_TOKEN_CHARS:
+            return None
+        session = self._sessions.get(sid)
+        if session is None:
+            return None
+        now = time.time()
+        if session.expired(now):
+            self.drop(sid)
+            return None
+        if touch:
+            session.last_seen = now
+        return session
+
+    def alive(self, session: AdminSession) -> bool:
+        return self._sessions.get(session.sid) is session and not session.expired(time.time())
+
+    def drop(self, sid: str) -> None:
+        self._sessions.pop(sid, None)
+
+    def prune(self) -> None:
+        now = time.time()
+        for sid in [sid for sid, s in self._sessions.items() if s.expired(now)]:
+            self.drop(sid)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+class AttemptLimiter:
+    """A token bucket per address for login attempts and failed API calls."""
+
+    def __init__(self, burst: int = LOGIN_BURST, refill: float = LOGIN_REFILL) -> None:
+        self.burst = burst
+        self.refill = refill
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may try again (0: now)."""
+        tokens = self._tokens(address, time.monotonic())
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) * self.refill
+
+    def hit(self, address: str) -> None:
+        now = time.monotonic()
+        self._buckets[address] = (max(self._tokens(address, now) - 1.0, 0.0), now)
+        if len(self._buckets) > 10_000:
+            self._forget_full(now)
+
+    def _tokens(self, address: str, now: float) -> float:
+        tokens, at = self._buckets.get(address, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - at) / self.refill)
+
+    def _forget_full(self, now: float) -> None:
+        for address in [a for a in self._buckets if self._tokens(a, now) >= self.burst]:
+            del self._buckets[address]
+
+
+def same_origin(request: web.Request) -> bool:
+    """False for a request a browser made on behalf of another site.
+
+    Browsers send ``Sec-Fetch-Site`` and (on POST) ``Origin``; tools send
+    neither, and the CSRF token stops those that forge nothing.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in {"same-origin", "none"}:
+        return False
+    origin = request.headers.get("Origin")
+    return origin is None or origin_allowed(origin, request.host, ())
+
+
+def new_login_nonce() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,16 @@
+"""Typed application keys of the dashboard (set on the main app, read via
+``request.config_dict`` from the sub-app)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from chatserver.moderation import Moderation
+
+from .auth import AttemptLimiter, SessionStore
+from .live import LiveHub
+
+MODERATION = web.AppKey("moderation", Moderation)
+SESSIONS = web.AppKey("admin_sessions", SessionStore)
+LIMITER = web.AppKey("admin_attempt_limiter", AttemptLimiter)
+LIVE = web.AppKey("admin_live", LiveHub)

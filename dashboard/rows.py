@@ -1,0 +1,240 @@
+"""What the dashboard and the API show: connection rows, filtered and paged on
+the server, room rows, and the server's header stats.
+
+With 10,000 connections a page costs a walk over the connections for a
+filter (or only a slice when there is none), never a full table sent out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import math
+import os
+import resource
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from chatserver.connection import Connection
+from chatserver.errors import CommandError
+from chatserver.hub import Hub, Room
+
+HOSTNAME = socket.gethostname()
+MAX_PER_PAGE = 200
+DEFAULT_PER_PAGE = 50
+MAX_FILTER_CHARS = 100
+SORTS: dict[str, Callable[[Connection], float]] = {
+    "buffer": lambda conn: conn.buffer_fill(),
+    "messages_in": lambda conn: conn.messages_in,
+    "messages_out": lambda conn: conn.messages_out,
+    "bytes_out": lambda conn: conn.bytes_out,
+    "activity": lambda conn: conn.last_activity,
+}
+Row = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectionQuery:
+    """A filter (substrings of name/room/address, or ``q`` for any), a sort and a page."""
+
+    q: str = ""
+    name: str = ""
+    room: str = ""
+    address: str = ""
+    sort: str = "id"
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
+
+    @classmethod
+    def parse(cls, params: Mapping[str, object]) -> ConnectionQuery:
+        """From a query string or a JSON object; bad values raise CommandError."""
+        texts = {key: _text(params.get(key, "")) for key in ("q", "name", "room", "address")}
+        sort = _text(params.get("sort", "")) or "id"
+        if sort != "id" and sort not in SORTS:
+            raise CommandError("bad_request", f"sort is one of: id, {', '.join(SORTS)}")
+        page = _positive(params.get("page", 1), "page")
+        per_page = min(
+            _positive(params.get("per_page", DEFAULT_PER_PAGE), "per_page"), MAX_PER_PAGE
+        )
+        return cls(sort=sort, page=page, per_page=per_page, **texts)
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.q or self.name or self.room or self.address)
+
+    def matches(self, conn: Connection) -> bool:
+        if self.name and self.name.casefold() not in conn.name.casefold():
+            return False
+        if self.room and self.room.lstrip("#") not in conn.rooms:
+            return False
+        if self.address and self.address not in conn.remote:
+            return False
+        if self.q:
+            q = self.q.casefold()
+            return (
+                q in conn.name.casefold()
+                or q in conn.remote
+                or any(q in room.casefold() for room in conn.rooms)
+            )
+        return True
+
+    def as_params(self) -> dict[str, str]:
+        """The non-default fields, for links and the live channel's first view."""
+        params = {key: str(getattr(self, key)) for key in ("q", "name", "room", "address")}
+        params.update(sort=self.sort, page=str(self.page), per_page=str(self.per_page))
+        defaults = ConnectionQuery()
+        return {k: v for k, v in params.items() if v != str(getattr(defaults, k))}
+
+
+@dataclasses.dataclass(slots=True)
+class Selection:
+    """One page of connections and where it sits in the whole."""
+
+    total: int
+    page: int
+    pages: int
+    per_page: int
+    connections: list[Connection]
+
+    def position(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "page": self.page,
+            "pages": self.pages,
+            "per_page": self.per_page,
+        }
+
+
+def select(hub: Hub, query: ConnectionQuery) -> Selection:
+    """The page of connections ``query`` asks for (oldest first unless sorted)."""
+    if not query.filtered and query.sort == "id":
+        # Connection ids only grow and the dict keeps insertion order: slice, do not sort.
+        total = len(hub.connections)
+        page, pages, start = _page_bounds(query, total)
+        chosen = list(itertools.islice(hub.connections.values(), start, start + query.per_page))
+        return Selection(total, page, pages, query.per_page, chosen)
+    candidates: Iterable[Connection] = hub.connections.values()
+    room_name = query.room.lstrip("#")
+    if room_name:
+        room = hub.rooms.get(room_name)
+        candidates = () if room is None else room.members
+    matched = [conn for conn in candidates if query.matches(conn)]
+    page, pages, start = _page_bounds(query, len(matched))
+    if query.sort == "id":
+        if room_name:
+            matched.sort(key=_conn_id)
+        chosen = matched[start : start + query.per_page]
+    else:
+        key = SORTS[query.sort]
+        chosen = heapq.nlargest(start + query.per_page, matched, key=key)[start:]
+    return Selection(len(matched), page, pages, query.per_page, chosen)
+
+
+def _page_bounds(query: ConnectionQuery, total: int) -> tuple[int, int, int]:
+    pages = max(1, math.ceil(total / query.per_page))
+    page = min(query.page, pages)
+    return page, pages, (page - 1) * query.per_page
+
+
+def _conn_id(conn: Connection) -> int:
+    return conn.conn_id
+
+
+def node_of(hub: Hub, conn: Connection) -> str:
+    """The node serving ``conn``: the hub's node id (Redis mode) or hostname:port."""
+    return request_node(hub, conn.transport.get_extra_info("sockname"))
+
+
+def request_node(hub: Hub, sockname: object) -> str:
+    """This node's name as seen by a request: the node id or hostname:listening port."""
+    node_id = getattr(hub, "node_id", None)
+    if isinstance(node_id, str) and node_id:
+        return node_id
+    port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else hub.settings.port
+    return f"{HOSTNAME}:{port}"
+
+
+def connection_row(hub: Hub, conn: Connection) -> Row:
+    return {
+        "id": conn.conn_id,
+        "user_id": conn.user.id,
+        "name": conn.name,
+        "rooms": list(conn.rooms),
+        "address": conn.remote,
+        "dialect": conn.dialect,
+        "connected_at": round(conn.connected_at, 3),
+        "last_activity": round(conn.last_activity, 3),
+        "messages_in": conn.messages_in,
+        "messages_out": conn.messages_out,
+        "bytes_in": conn.bytes_in,
+        "bytes_out": conn.bytes_out,
+        "buffer_fill": conn.buffer_fill(),
+        "buffer_limit": conn.limit,
+        "node": node_of(hub, conn),
+    }
+
+
+def room_rows(hub: Hub, rates: Mapping[str, float], limit: int = 20) -> list[Row]:
+    """The ``limit`` largest rooms, largest first."""
+    rooms: list[Room] = heapq.nlargest(limit, hub.rooms.values(), key=_room_size)
+    return [
+        {
+            "name": room.name,
+            "members": len(room.members),
+            "messages": room.messages_in,
+            "rate": round(rates.get(room.name, 0.0), 2),
+        }
+        for room in rooms
+    ]
+
+
+def _room_size(room: Room) -> int:
+    return len(room.members)
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (current from /proc, else the peak)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def server_stats(hub: Hub, in_rate: float, out_rate: float, node: str) -> Row:
+    return {
+        "connections": len(hub.connections),
+        "users": len(hub.users),
+        "rooms": len(hub.rooms),
+        "messages_in": hub.messages_in,
+        "deliveries": hub.deliveries,
+        "in_rate": round(in_rate, 1),
+        "out_rate": round(out_rate, 1),
+        "started": round(hub.started, 3),
+        "uptime": round(time.time() - hub.started, 1),
+        "rss_bytes": rss_bytes(),
+        "node": node,
+    }
+
+
+def _text(value: object) -> str:
+    text = value if isinstance(value, str) else str(value) if isinstance(value, int) else None
+    if text is None:
+        raise CommandError("bad_request", "filters are strings")
+    text = text.strip()
+    if len(text) > MAX_FILTER_CHARS:
+        raise CommandError("bad_request", f"a filter has at most {MAX_FILTER_CHARS} characters")
+    return text
+
+
+def _positive(value: object, name: str) -> int:
+    if isinstance(value, bool):
+        raise CommandError("bad_request", f"{name} must be a positive integer")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or value < 1 or value > 1_000_000:
+        raise CommandError("bad_request", f"{name} must be a positive integer")
+    return value

@@ -1,0 +1,323 @@
+"""The dashboard's pages and forms: login, logout, the live page, the actions.
+
+Pages without a session redirect to the login page; POSTs without one get
+401. Every POST must come from this origin (``Sec-Fetch-Site``/``Origin``)
+and carry the CSRF token (the login form a per-form nonce that is also in a
+cookie, every other form the session's token); both are compared in constant
+time. Forms answer with a redirect and a flash line, or with JSON when the
+page's script asks for it (``Accept: application/json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from chatserver import __version__
+from chatserver.errors import CommandError
+from chatserver.keys import HUB, SETTINGS
+from chatserver.moderation import format_time
+from chatserver.ws import client_address
+
+from . import actions
+from .auth import (
+    COOKIE_PATH,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    AdminSession,
+    new_login_nonce,
+    same_origin,
+    token_matches,
+    values_match,
+)
+from .keys import LIMITER, LIVE, MODERATION, SESSIONS
+from .live import AUDIT_SHOWN, serve_viewer
+from .rows import ConnectionQuery, connection_row, room_rows, select
+
+log = logging.getLogger(__name__)
+
+LOGIN_URL = "/admin/login"
+HOME_URL = "/admin/"
+
+
+def current_session(request: web.Request) -> AdminSession | None:
+    return request.config_dict[SESSIONS].get(request.cookies.get(SESSION_COOKIE, ""))
+
+
+def address_of(request: web.Request) -> str:
+    return client_address(request, request.config_dict[SETTINGS])
+
+
+def _refusal(request: web.Request, status: int, message: str) -> web.Response:
+    if _wants_json(request):
+        body = {
+            "error": {"code": "forbidden" if status == 403 else "unauthorized", "message": message}
+        }
+        return web.json_response(body, status=status)
+    return web.Response(status=status, text=message + "\n")
+
+
+def _redirect(location: str) -> web.Response:
+    """A 303 to ``location`` that can carry cookies (raise HTTPSeeOther when it need not)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _wants_json(request: web.Request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str) -> None:
+    response.set_cookie(
+        name, value, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.secure
+    )
+
+
+# --------------------------------------------------------------------------- login
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    return _login_form(request, 200, "")
+
+
+def _login_form(request: web.Request, status: int, error: str) -> web.Response:
+    nonce = new_login_nonce()
+    context = {"nonce": nonce, "error": error, "version": __version__}
+    response = aiohttp_jinja2.render_template("login.html", request, context, status=status)
+    _set_cookie(request, response, LOGIN_COOKIE, nonce)
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check the admin token; on success start a new session (a fresh random id)."""
+    address = address_of(request)
+    if not same_origin(request):
+        return _refusal(request, 403, "cross-site login refused")
+    limiter = request.config_dict[LIMITER]
+    wait = limiter.retry_after(address)
+    if wait > 0:
+        response = _login_form(request, 429, "Too many attempts. Wait a minute and try again.")
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    form = await request.post()
+    nonce, cookie = form.get("csrf"), request.cookies.get(LOGIN_COOKIE, "")
+    if not isinstance(nonce, str) or not cookie or not values_match(nonce, cookie):
+        return _login_form(request, 403, "The form has expired; please log in again.")
+    token = form.get("token")
+    if not isinstance(token, str) or not token_matches(
+        token, request.config_dict[SETTINGS].admin_token
+    ):
+        limiter.hit(address)
+        log.warning("failed dashboard login from %s", address)
+        return _login_form(request, 401, "Wrong admin token.")
+    session = request.config_dict[SESSIONS].create(address)
+    await request.config_dict[MODERATION].record(f"dashboard@{address}", "login", "dashboard")
+    response = _redirect(HOME_URL)
+    _set_cookie(request, response, SESSION_COOKIE, session.sid)
+    response.del_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = current_session(request)
+    if session is None:
+        raise web.HTTPSeeOther(LOGIN_URL)
+    refusal = await _check_post(request, session)
+    if refusal is not None:
+        return refusal
+    request.config_dict[SESSIONS].drop(session.sid)
+    await request.config_dict[LIVE].end_session(session)
+    await request.config_dict[MODERATION].record(
+        f"dashboard@{address_of(request)}", "logout", "dashboard"
+    )
+    response = _redirect(LOGIN_URL)
+    response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+async def _check_post(request: web.Request, session: AdminSession) -> web.Response | None:
+    """None if this POST is same-origin and carries the session's CSRF token."""
+    if not same_origin(request):
+        return _refusal(request, 403, "cross-site request refused")
+    form = await request.post()
+    given = form.get("csrf")
+    if not isinstance(given, str):
+        given = request.headers.get("X-CSRF-Token", "")
+    if not values_match(given, session.csrf):
+        return _refusal(request, 403, "missing or wrong CSRF token; reload the page")
+    return None
+
+
+# --------------------------------------------------------------------------- pages
+
+
+async def dashboard_page(request: web.Request) -> web.StreamResponse:
+    session = current_session(request)
+    if session is None:
+        raise web.HTTPSeeOther(LOGIN_URL)
+    hub, live = request.config_dict[HUB], request.config_dict[LIVE]
+    moderation = request.config_dict[MODERATION]
+    live.learn_node(request)
+    flash, session.flash = session.flash, ""
+    try:
+        query = ConnectionQuery.parse(request.query)
+    except CommandError as exc:
+        query, flash = ConnectionQuery(), exc.message
+    selection = select(hub, query)
+    context: dict[str, Any] = {
+        "version": __version__,
+        "csrf": session.csrf,
+        "flash": flash,
+        "query": query,
+        "position": selection.position(),
+        "rows": [connection_row(hub, conn) for conn in selection.connections],
+        "stats": live.stats(),
+        "rooms": room_rows(hub, live.sampler.room_rates),
+        "bans": moderation.active_bans(),
+        "mutes": moderation.active_mutes(),
+        "audit": list(reversed(moderation.recent_audit))[:AUDIT_SHOWN],
+        "sorts": ["id", "buffer", "messages_in", "messages_out", "bytes_out", "activity"],
+        "params": query.as_params(),
+    }
+    return aiohttp_jinja2.render_template("dashboard.html", request, context)
+
+
+async def live_channel(request: web.Request) -> web.StreamResponse:
+    session = current_session(request)
+    if session is None:
+        return _refusal(request, 401, "log in first")
+    if not same_origin(request):
+        return _refusal(request, 403, "cross-site request refused")
+    live = request.config_dict[LIVE]
+    live.learn_node(request)
+    return await serve_viewer(live, request, session)
+
+
+# --------------------------------------------------------------------------- actions
+
+Action = Callable[[web.Request, dict[str, object], str], Awaitable[actions.Outcome]]
+
+
+async def _kick(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
+    config = request.config_dict
+    return await actions.kick(config[HUB], config[MODERATION], fields, actor)
+
+
+async def _ban(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
+    config = request.config_dict
+    return await actions.ban(config[HUB], config[MODERATION], fields, actor)
+
+
+async def _unban(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
+    ban_id = actions.int_field(fields, "ban_id")
+    return await actions.unban(request.config_dict[MODERATION], ban_id, actor)
+
+
+async def _mute(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
+    config = request.config_dict
+    return await actions.mute(config[HUB], config[MODERATION], fields, actor)
+
+
+async def _unmute(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
+    mute_id = actions.int_field(fields, "mute_id")
+    return await actions.unmute(request.config_dict[MODERATION], mute_id, actor)
+
+
+async def _announce(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
+    return await actions.announce(request.config_dict[MODERATION], fields, actor)
+
+
+ACTIONS: dict[str, Action] = {
+    "kick": _kick,
+    "ban": _ban,
+    "unban": _unban,
+    "mute": _mute,
+    "unmute": _unmute,
+    "announce": _announce,
+}
+
+
+async def action(request: web.Request) -> web.StreamResponse:
+    """``POST /admin/action/{name}`` from a dashboard form."""
+    session = current_session(request)
+    if session is None:
+        return _refusal(request, 401, "log in first")
+    refusal = await _check_post(request, session)
+    if refusal is not None:
+        return refusal
+    handler = ACTIONS.get(request.match_info["name"])
+    if handler is None:
+        raise web.HTTPNotFound(text="no such action\n")
+    form = await request.post()
+    fields: dict[str, object] = {
+        k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"
+    }
+    try:
+        outcome = await handler(request, fields, f"dashboard@{address_of(request)}")
+    except CommandError as exc:
+        if _wants_json(request):
+            body = {"error": {"code": exc.code, "message": exc.message}}
+            return web.json_response(body, status=actions.status_of(exc))
+        session.flash = f"Error: {exc.message}"
+        raise web.HTTPSeeOther(HOME_URL) from None
+    if _wants_json(request):
+        return web.json_response(
+            {"message": outcome.message, **outcome.data}, status=outcome.status
+        )
+    session.flash = outcome.message
+    raise web.HTTPSeeOther(HOME_URL)
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+@web.middleware
+async def dashboard_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A strict CSP (no inline script or style at all) and no caching of admin pages."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _harden(request, exc)
+        raise
+    if not response.prepared:
+        _harden(request, response)
+    return response
+
+
+def _harden(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    if not request.path.startswith("/admin/static/"):
+        response.headers["Cache-Control"] = "no-store"
+
+
+def add_routes(sub: web.Application) -> None:
+    sub.router.add_get("/", dashboard_page, name="dashboard")
+    sub.router.add_get("/login", login_page, name="login")
+    sub.router.add_post("/login", login)
+    sub.router.add_post("/logout", logout, name="logout")
+    sub.router.add_get("/live", live_channel, name="live")
+    sub.router.add_post("/action/{name}", action, name="action")
+
+
+def jinja_filters() -> dict[str, Callable[..., str]]:
+    return {"clock": _clock, "human_bytes": human_bytes, "utc": format_time}
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ts))
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

@@ -1,0 +1,217 @@
+"""The dashboard and the chat page in a real Chromium (Playwright, async API)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
+
+from chatserver.app import create_app
+from tests.conftest import JSON, Peer, make_settings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "test-admin-token"
+XSS_NAME = "<img src=x onerror=alert(1)>"
+XSS_TEXT = "<script>alert(2)</script><img src=y onerror=alert(3)>"
+WAIT_MS = 5000
+
+try:
+    from playwright.async_api import Browser, Dialog, Page, async_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    async_playwright = None  # type: ignore[assignment]
+
+
+def browser_missing() -> str | None:
+    if async_playwright is None:
+        return "Playwright for Python is not installed"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing (apt install chromium)"
+    return None
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    reason = browser_missing()
+    if reason is not None:
+        if os.environ.get("CHAT_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"CHAT_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+async def server(aiohttp_server: AiohttpServer, tmp_path: Path) -> TestServer:
+    return await aiohttp_server(create_app(make_settings(tmp_path, admin_token=TOKEN)))
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def base_url(server: TestServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+async def chat_client(http: aiohttp.ClientSession, server: TestServer, name: str) -> Peer:
+    ws = await http.ws_connect(
+        f"ws://127.0.0.1:{server.port}/ws", params={"name": name}, protocols=JSON
+    )
+    peer = Peer(ws)
+    assert (await peer.until_type("welcome"))["user"]["name"] == name
+    return peer
+
+
+async def new_page(browser: Browser, dialogs: list[str]) -> Page:
+    """A page that records (and dismisses) every JavaScript dialog."""
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+
+    async def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    return page
+
+
+async def log_in(page: Page, server: TestServer) -> None:
+    await page.goto(base_url(server) + "/admin/")
+    assert page.url.endswith("/admin/login")
+    await page.fill("#token", TOKEN)
+    await page.click("form button[type=submit]")
+    await page.wait_for_selector('body[data-live="1"]')
+
+
+async def test_dashboard_shows_a_client_live_and_kicks_it(
+    browser: Browser, server: TestServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A new client's row appears without a reload; Kick removes it and closes it 4500."""
+    dialogs: list[str] = []
+    page = await new_page(browser, dialogs)
+    await log_in(page, server)
+    carol = await chat_client(http, server, "carol")
+    row = page.locator("#conns tbody tr", has_text="carol")
+    await row.wait_for()
+    others = [await chat_client(http, server, name) for name in ("dave", "erin", "frank")]
+    await page.locator("#conns tbody tr").nth(3).wait_for()
+    await page.wait_for_selector("[data-stat=connections]:text-is('4')")
+    for second in range(3):  # some traffic for the rate chart and the counters
+        for peer in others:
+            await peer.send_json(type="message", text=f"hello {second}")
+        await asyncio.sleep(0.7)
+    await page.wait_for_selector("#conns tbody td[data-f=messages_in]:text-is('3')")
+    await page.wait_for_selector("#rooms tbody td[data-f=messages]:text-is('9')")
+    await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    shutil.copyfile(tmp_path / "dashboard.png", "/tmp/dashboard.png")
+
+    await row.locator("button.select").click()
+    await page.fill("#act-reason", "spamming")
+    await page.click("#act-kick")
+    await row.wait_for(state="detached")
+    assert await carol.closed() == (4500, "spamming")
+    await page.wait_for_selector("#status:has-text('Kicked carol')")
+    await page.wait_for_selector("#audit tbody tr:has-text('kick')")
+    assert await page.locator("#conns tbody tr").count() == 3
+    assert dialogs == []
+    for peer in others:
+        await peer.close()
+
+
+async def test_hostile_names_and_texts_show_literally_and_run_nothing(
+    browser: Browser, server: TestServer, http: aiohttp.ClientSession
+) -> None:
+    """A name and a message made of HTML show as text on both pages; no script runs."""
+    dialogs: list[str] = []
+    page = await new_page(browser, dialogs)
+    await log_in(page, server)
+    hostile = await chat_client(http, server, XSS_NAME)
+    cell = page.locator("#conns tbody td[data-f=name]", has_text="onerror")
+    await cell.wait_for()
+    assert await cell.text_content() == XSS_NAME
+    await page.fill("#act-conn", "1")
+    await page.fill("#act-reason", XSS_TEXT)
+    await page.click("#act-mute")
+    mute_row = page.locator("#mutes tbody tr", has_text="onerror")
+    await mute_row.wait_for()
+    assert XSS_NAME in (await mute_row.text_content() or "")
+    await page.reload()
+    await page.wait_for_selector('body[data-live="1"]')
+    assert await page.locator("#conns tbody td[data-f=name]").first.text_content() == XSS_NAME
+    await page.wait_for_selector("#audit tbody tr:has-text('alert(2)')")
+    assert await page.locator("main img, main script").count() == 0
+
+    chat_page = await new_page(browser, dialogs)
+    await chat_page.goto(base_url(server) + "/")
+    await chat_page.fill("#name", "reader")
+    await chat_page.click("#connect")
+    await chat_page.wait_for_selector("#log li:has-text('Welcome, reader!')")
+    await api_unmute(http, server)
+    await hostile.send_json(type="message", text=XSS_TEXT)
+    line = chat_page.locator("#log li", has_text="alert(3)")
+    await line.wait_for()
+    assert XSS_NAME in (await line.text_content() or "")
+    assert XSS_TEXT in (await line.text_content() or "")
+    assert await chat_page.locator("#log img, #log script").count() == 0
+    assert dialogs == []
+    await hostile.close()
+
+
+async def api_unmute(http: aiohttp.ClientSession, server: TestServer) -> None:
+    url = base_url(server) + "/admin/api/mutes"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.get(url, headers=auth) as response:
+        mutes = (await response.json())["mutes"]
+    for mute in mutes:
+        async with http.delete(f"{url}/{mute['id']}", headers=auth) as response:
+            assert response.status == 200
+
+
+async def test_browser_chat_page_sends_and_receives(
+    browser: Browser, server: TestServer, http: aiohttp.ClientSession
+) -> None:
+    """A person on the chat page at / talks with a CLI-style client."""
+    dialogs: list[str] = []
+    cli = await chat_client(http, server, "cli")
+    page = await new_page(browser, dialogs)
+    await page.goto(base_url(server) + "/")
+    await page.fill("#name", "webby")
+    await page.click("#connect")
+    await page.wait_for_selector("#log li:has-text('Welcome, webby!')")
+    await page.fill("#text", "hello from the browser")
+    await page.press("#text", "Enter")
+    message = await cli.until_type("message")
+    assert (message["user"]["name"], message["text"]) == ("webby", "hello from the browser")
+    await cli.send_json(type="message", text="hi browser")
+    await page.wait_for_selector("#log li:has-text('cli: hi browser')")
+    await page.fill("#text", "/nick webster")
+    await page.press("#text", "Enter")
+    assert (await cli.until_type("nick"))["user"]["name"] == "webster"
+    await page.wait_for_selector("#log li:has-text('webby is now known as webster.')")
+    assert dialogs == []
+    await cli.close()
