@@ -63,13 +63,14 @@ async def serve(settings: Settings) -> None:
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    print(f"Server started on ws://{_display_host(host)}:{port}", flush=True)
+    # Handlers first: whoever reads the start line may signal us at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print(f"Server started on ws://{_display_host(host)}:{port}", flush=True)
     try:
         await stop.wait()
         log.info("shutting down")

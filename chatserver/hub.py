@@ -28,6 +28,7 @@ from .protocol import (
     Rendered,
     SystemEvent,
     User,
+    close_reason,
     event_room,
     name_key,
     validate_name,
@@ -144,10 +145,7 @@ class Hub:
         del self.names[name_key(old)]
         conn.user = User(conn.user.id, name)
         self.names[name_key(name)] = conn
-        event = NickEvent(user=conn.user, old=old, rooms=list(conn.rooms), ts=time.time())
-        if not conn.rooms:
-            conn.send(Rendered(event))
-        self.emit(event)
+        self.emit(NickEvent(user=conn.user, old=old, rooms=list(conn.rooms), ts=time.time()))
         self.save_session(conn)
         self._notify("update", conn)
 
@@ -177,16 +175,14 @@ class Hub:
         room_name = validate_room(room_name)
         if room_name not in conn.rooms:
             raise CommandError("not_in_room", f"you are not in #{room_name}")
-        event = self._remove_member(conn, room_name, "leave", None)
-        # The leaver is no longer a member when the event is delivered: tell it directly.
-        conn.send(Rendered(event))
+        self._remove_member(conn, room_name, "leave", None)
         conn.current_room = conn.rooms[-1] if conn.rooms else None
         self.save_session(conn)
         self._notify("update", conn)
 
     def _remove_member(
         self, conn: Connection, room_name: str, reason: str, detail: str | None
-    ) -> LeaveEvent:
+    ) -> None:
         conn.rooms.remove(room_name)
         room = self.rooms[room_name]
         del room.members[conn]
@@ -197,7 +193,6 @@ class Hub:
             self.emit(event)
         if not room.members:
             del self.rooms[room_name]
-        return event
 
     def _presence(self, room: Room, leaving: bool = False) -> bool:
         """Join/leave notices are off in rooms above the threshold (an auditorium):
@@ -242,8 +237,22 @@ class Hub:
         for conn in recipients:
             conn.send(rendered)
         self.deliveries += len(recipients)
+        actor = self._actor(event)
+        if actor is not None and actor not in recipients:
+            actor.send(rendered)
+            self.deliveries += 1
 
-    def _recipients(self, event: Event) -> list[Connection] | dict[Connection, None]:
+    def _actor(self, event: Event) -> Connection | None:
+        """The connection whose own action this is: it sees the outcome even if
+        its membership changed before delivery (a /leave right after posting,
+        a nick change outside any room)."""
+        if isinstance(event, MessageEvent | JoinEvent | NickEvent) or (
+            isinstance(event, LeaveEvent) and event.reason == "leave"
+        ):
+            return self.users.get(event.user.id)
+        return None
+
+    def _recipients(self, event: Event) -> dict[Connection, None]:
         if isinstance(event, NickEvent):
             union: dict[Connection, None] = {}
             for name in event.rooms:
@@ -253,7 +262,7 @@ class Hub:
             return union
         room_name = event_room(event)
         if room_name is None:
-            return list(self.connections.values())
+            return dict.fromkeys(self.connections.values())
         room = self.rooms.get(room_name)
         return {} if room is None else room.members
 
@@ -288,7 +297,7 @@ class Hub:
     async def _close(self, conn: Connection, code: int, reason: str) -> None:
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout or 5.0):
-                await conn.ws.close(code=code, message=reason.encode()[:120])
+                await conn.ws.close(code=code, message=close_reason(reason))
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
@@ -298,7 +307,7 @@ class Hub:
 
     def kick(self, conn: Connection, reason: str) -> None:
         self.disconnect(conn, "kicked", reason)
-        self.close(conn, CLOSE_KICKED, f"kicked: {reason}" if reason else "kicked")
+        self.close(conn, CLOSE_KICKED, reason or "kicked by an operator")
 
     def ban_kick(self, conn: Connection, close_reason: str, detail: str) -> None:
         self.disconnect(conn, "banned", detail)

@@ -192,6 +192,14 @@ def validate_text(text: str) -> str:
     return text
 
 
+MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a control frame payload is at most 125 bytes
+
+
+def close_reason(text: str) -> bytes:
+    """``text`` as a close-frame reason, cut on a character boundary."""
+    return text.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore").encode()
+
+
 def default_name(user_id: int) -> str:
     return f"User {user_id}"
 
@@ -256,11 +264,15 @@ class WelcomeEvent(Event, tag="welcome", frozen=True):
     resumed: bool
     heartbeat: float
     limits: Limits
+    # The newest message id per room at welcome time: a resume cursor for rooms
+    # where the client has not seen a message yet.
+    last_ids: dict[str, int]
 
 
 class WhoEvent(Event, tag="who", frozen=True):
     room: str
     users: list[User]
+    last_id: int  # the room's newest message id (a resume cursor after a join)
 
 
 class HistoryEvent(Event, tag="history", frozen=True):

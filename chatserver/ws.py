@@ -43,6 +43,7 @@ from .protocol import (
     WelcomeEvent,
     Who,
     WhoEvent,
+    close_reason,
     default_name,
     parse_json_command,
     parse_text_command,
@@ -59,10 +60,12 @@ log = logging.getLogger(__name__)
 
 def client_address(request: web.Request, settings: Settings) -> str:
     if settings.trusted_proxy:
+        # The rightmost entry is the one our proxy appended; everything to its
+        # left came from the client and can be forged.
         forwarded = request.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first
+        nearest = forwarded.rsplit(",", 1)[-1].strip()
+        if nearest:
+            return nearest
     return request.remote or "unknown"
 
 
@@ -180,7 +183,7 @@ async def _open(
     identity = await _identify(request, hub)
     banned = hub.moderation.ban_reason(identity.user.name, address)
     if banned is not None:
-        await ws.close(code=CLOSE_BANNED, message=banned.encode()[:120])
+        await ws.close(code=CLOSE_BANNED, message=close_reason(banned))
         return None
     conn = Connection(
         conn_id=hub.new_conn_id(),
@@ -199,7 +202,7 @@ async def _open(
     if last or history:
         conn.held = []
     hub.add(conn)
-    conn.enqueue(_welcome(conn, identity, settings))
+    conn.enqueue(_welcome(conn, identity, hub))
     for notice in identity.notices:
         conn.send(Rendered(notice))
     reason = "resume" if identity.resumed else "connect"
@@ -232,7 +235,8 @@ def _replay_request(
     return last, history
 
 
-def _welcome(conn: Connection, identity: _Identity, settings: Settings) -> bytes:
+def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
+    settings = hub.settings
     event = WelcomeEvent(
         user=conn.user,
         rooms=list(identity.rooms),
@@ -240,6 +244,7 @@ def _welcome(conn: Connection, identity: _Identity, settings: Settings) -> bytes
         resumed=identity.resumed,
         heartbeat=settings.heartbeat,
         limits=Limits(settings.max_message_bytes, settings.rate_limit, settings.rate_burst),
+        last_ids={room: hub.last_ids.get(room, 0) for room in identity.rooms},
     )
     rendered = Rendered(event)
     return rendered.json_frame() if conn.is_json else rendered.text_frame(None)
@@ -307,7 +312,7 @@ async def dispatch(conn: Connection, hub: Hub, command: AnyCommand) -> bool:
         hub.leave(conn, command.room or conn.current_room or "")
     elif isinstance(command, Who):
         room = _room_or_current(conn, command.room)
-        _send(conn, WhoEvent(room=room, users=hub.who(room)))
+        _send(conn, _who(hub, room))
     elif isinstance(command, History):
         await _history(conn, hub, command)
     elif isinstance(command, Quit):
@@ -331,7 +336,7 @@ def _misc(conn: Connection, command: AnyCommand) -> None:
 async def _join(conn: Connection, hub: Hub, command: Join) -> None:
     room = hub.join(conn, command.room)
     if conn.is_json:
-        _send(conn, WhoEvent(room=room, users=hub.who(room)))
+        _send(conn, _who(hub, room))
     if command.history:
         await _history(conn, hub, History(room=room, limit=command.history))
 
@@ -346,6 +351,10 @@ async def _history(conn: Connection, hub: Hub, command: History) -> None:
         raise CommandError("bad_request", f"limit must be 1..{MAX_HISTORY_LIMIT}")
     messages, more = await hub.store.messages_before(room, command.before, command.limit)
     _send(conn, HistoryEvent(room=room, messages=messages, more=more))
+
+
+def _who(hub: Hub, room: str) -> WhoEvent:
+    return WhoEvent(room=room, users=hub.who(room), last_id=hub.last_ids.get(room, 0))
 
 
 def _room_or_current(conn: Connection, room: str | None) -> str:

@@ -139,6 +139,20 @@ async def test_json_join_leave_who_and_errors(connect: Connect) -> None:
     assert (await peer.until_type("error"))["code"] == "not_in_room"
 
 
+async def test_actor_sees_its_own_events_despite_quick_changes(connect: Connect) -> None:
+    """Join, post, leave in one burst: the sender still gets its join, echo and leave."""
+    peer = await joined_text(connect)
+    await peer.send("/join dev")
+    await peer.send("hi dev")
+    await peer.send("/leave")
+    assert await peer.text() == "User 1 has joined #dev."
+    # Prefixed when the leave was applied before the echo's delivery.
+    assert (await peer.text()) in {"User 1: hi dev", "[#dev] User 1: hi dev"}
+    assert (await peer.text()).endswith("User 1 has left #dev.")
+    await peer.send("/nick solo")
+    assert await peer.text() == "User 1 is now known as solo."
+
+
 async def test_quit_command_closes_normally(connect: Connect) -> None:
     """/quit makes the server close with 1000 and tell the room."""
     stay = await joined_text(connect)

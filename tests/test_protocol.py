@@ -120,3 +120,12 @@ def test_tokens_are_long_random_and_stored_hashed() -> None:
     assert len(first) >= 43
     assert len(hash_token(first)) == 64
     assert hash_token(first) != first
+
+
+def test_close_reason_is_cut_on_a_character_boundary() -> None:
+    """A long non-ASCII reason stays valid UTF-8 within the 123-byte limit."""
+    from chatserver.protocol import close_reason
+
+    reason = close_reason("é" * 100)
+    assert len(reason) <= 123
+    assert reason.decode() == "é" * 61
