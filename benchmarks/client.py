@@ -7,7 +7,7 @@ The receive path is the hot loop of the whole load generator: one
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from picows import WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -20,13 +20,15 @@ from benchmarks.dialects import (
     Reply,
     classify,
 )
-from benchmarks.histogram import Histogram
+from benchmarks.histogram import FAST_LIMIT, Histogram
 from benchmarks.payload import FIELDS_END, MARK, SENDER_AT, SEQ_AT, TIME_AT
 
 RING_BITS = 12  # per-sender ring of window counters: the window must stay below 4096
 RING_MASK = (1 << RING_BITS) - 1
 MAX_SENDERS = 64
 NO_STATUS = 1005  # RFC 6455: close frame without a code
+ACK_DELAY = 0.001
+RESUME_RCVBUF = 1 << 18
 
 
 class Hub:
@@ -35,6 +37,7 @@ class Hub:
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self.latency_us = Histogram()
+        self.latency_us.enable_fast()
         self.counting = False
         self.track_window = False
         self.need = 0  # healthy receivers that must see a message before it is acked
@@ -50,6 +53,7 @@ class Hub:
     def reset(self) -> None:
         """Zero the statistics and window counters at the start of a phase."""
         self.latency_us = Histogram()
+        self.latency_us.enable_fast()
         self.counters = [0] * (MAX_SENDERS << RING_BITS)
         self.disconnected = 0
 
@@ -62,8 +66,9 @@ class Hub:
             return
         self.counters[key] = 0
         if not self.pending_acks:
-            # One ack batch per event loop iteration rather than one per message.
-            asyncio.get_running_loop().call_soon(self.flush_acks)
+            # Batch acks for a millisecond: one pipe write per message would
+            # cost the receivers more than the frames themselves.
+            asyncio.get_running_loop().call_later(ACK_DELAY, self.flush_acks)
         self.pending_acks.append((sender << 32) | seq)
 
     def flush_acks(self) -> None:
@@ -79,7 +84,7 @@ class Hub:
             self.all_ready.set()
 
 
-class Endpoint(WSListener):  # type: ignore[misc]
+class Endpoint(WSListener):
     """A client connection: answers handshake chatter, records the close code."""
 
     def __init__(self, hub: Hub, index: int) -> None:
@@ -116,18 +121,27 @@ class Endpoint(WSListener):  # type: ignore[misc]
             transport.send(WSMsgType.TEXT, ENGINEIO_PONG)
         elif reply is Reply.SEND_NAMESPACE_CONNECT:
             transport.send(WSMsgType.TEXT, SOCKETIO_CONNECT)
-        elif reply is Reply.READY:
+        elif reply is Reply.READY and not self.is_ready:
             self.is_ready = True
             self.hub.mark_ready()
+            self.on_ready()
+
+    def on_ready(self) -> None:
+        """Hook: the server has registered this client."""
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """Senders ignore the broadcast they get back."""
-        if frame.msg_type != WSMsgType.TEXT:
-            self.on_control(transport, frame)
-            return
         data = frame.get_payload_as_bytes()
         if data.find(MARK) < 0:
+            self.on_unmarked(transport, frame, data)
+
+    def on_unmarked(self, transport: WSTransport, frame: WSFrame, data: bytes) -> None:
+        """Handle a frame without a benchmark payload: control or chatter."""
+        self.hub.frames += 1
+        if frame.msg_type == WSMsgType.TEXT:
             self.on_other(transport, data)
+        else:
+            self.on_control(transport, frame)
 
 
 class Receiver(Endpoint):
@@ -144,15 +158,13 @@ class Receiver(Endpoint):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """Time, order-check and window-count one frame."""
-        hub = self.hub
-        hub.frames += 1
-        if frame.msg_type != WSMsgType.TEXT:
-            self.on_control(transport, frame)
-            return
+        # The payload before the type: reading frame.msg_type builds a Python
+        # enum each time, which costs more than the find. Pings never get
+        # here (picows answers them) and close payloads carry no marker.
         data = frame.get_payload_as_bytes()
         at = data.find(MARK)
         if at < 0:
-            self.on_other(transport, data)
+            self.on_unmarked(transport, frame, data)
             return
         if self.paused:
             return  # a slow client's backlog is not a delivery to measure
@@ -160,16 +172,45 @@ class Receiver(Endpoint):
         if sender == self.own_sender:
             return
         seq = int(data[at + SEQ_AT : at + TIME_AT])
+        hub = self.hub
         if hub.track_window:
             hub.count_delivery(sender, seq)
         if not hub.counting:
             return
-        hub.latency_us.add((time.monotonic_ns() - int(data[at + TIME_AT : at + FIELDS_END])) // 1000)
+        latency = (time.monotonic_ns() - int(data[at + TIME_AT : at + FIELDS_END])) // 1000
+        if 0 <= latency < FAST_LIMIT:
+            hub.latency_us.fast[latency] += 1
+        else:
+            hub.latency_us.add(latency)
         if seq > self.last_seq.get(sender, -1):
             self.last_seq[sender] = seq
         else:
             self.reordered += 1
         self.received += 1
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        """Count healthy receivers lost; slow ones are expected to go."""
+        if not self.slow:
+            self.hub.disconnected += 1
+        self.closed.set()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        """A slow text client stalls before reading a single line.
+
+        From the first byte, so its TCP window is closed before the server's
+        kernel has grown a large send buffer for it. It counts as ready: the
+        server registers it whether it reads or not.
+        """
+        super().on_ws_connected(transport)
+        if self.slow and self.hub.dialect is Dialect.TEXT:
+            self.pause()
+            self.is_ready = True
+            self.hub.mark_ready()
+
+    def on_ready(self) -> None:
+        """A slow Socket.IO client stalls once in the namespace (it must ask first)."""
+        if self.slow:
+            self.pause()
 
     def pause(self) -> None:
         """Stop reading, as a stalled client would."""
@@ -178,42 +219,53 @@ class Receiver(Endpoint):
             self.transport.underlying_transport.pause_reading()
 
     def resume(self) -> None:
-        """Read again, to find the close frame the server sent."""
-        if self.transport is not None and not self.transport.is_disconnected:
-            self.transport.underlying_transport.resume_reading()
+        """Read again, fast, to find the close frame the server sent."""
+        if self.transport is None or self.transport.is_disconnected:
+            return
+        underlying = self.transport.underlying_transport
+        sock = underlying.get_extra_info("socket")
+        if sock is not None:
+            # The tiny stall-time buffer would take hundreds of round trips.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RESUME_RCVBUF)
+        underlying.resume_reading()
 
 
 @dataclass(frozen=True)
 class SocketOptions:
-    """Socket settings of one client: source address, receive buffer."""
+    """Socket settings of one client: source address, receive buffer, MSS."""
 
     source: str | None = None
     rcvbuf: int | None = None
+    mss: int | None = None
 
     def factory(self) -> Callable[[WSParsedURL], socket.socket | None] | None:
         """Return a picows socket factory, or ``None`` for the default socket."""
-        if self.source is None and self.rcvbuf is None:
+        if self == SocketOptions():
             return None
+        return self.make_socket
 
-        def make(url: WSParsedURL) -> socket.socket:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            if self.rcvbuf is not None:
-                # Before connect, so the advertised window is small from the start.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-            if self.source is not None:
-                sock.bind((self.source, 0))
-            return sock
+    def make_socket(self, url: WSParsedURL) -> socket.socket:
+        """Create the unconnected socket; picows connects it."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # All before connect: the window and MSS are announced in the SYN.
+        if self.rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        if self.mss is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, self.mss)
+        if self.source is not None:
+            sock.bind((self.source, 0))
+        return sock
 
-        return make
 
-
-async def open_client(url: str, endpoint: Endpoint, options: SocketOptions, timeout: float) -> None:
+async def open_client(
+    url: str, endpoint: Endpoint, options: SocketOptions, handshake_s: float
+) -> None:
     """Open one connection whose frames go to ``endpoint``."""
     await ws_connect(
         lambda: endpoint,
         url,
         socket_factory=options.factory(),
-        websocket_handshake_timeout=timeout,
+        websocket_handshake_timeout=handshake_s,
         enable_auto_pong=True,
         # Ours may answer a failed connect with plain HTTP; no redirects expected.
         max_redirects=0,
@@ -221,10 +273,10 @@ async def open_client(url: str, endpoint: Endpoint, options: SocketOptions, time
 
 
 async def open_paced(
-    jobs: list[tuple[str, Endpoint, SocketOptions]],
+    jobs: Sequence[tuple[str, Endpoint, SocketOptions]],
     concurrency: int,
     rate: float,
-    timeout: float,
+    handshake_s: float,
 ) -> list[str]:
     """Open every connection, at most ``concurrency`` at once and ``rate`` a second.
 
@@ -236,7 +288,7 @@ async def open_paced(
 
     async def one(url: str, endpoint: Endpoint, options: SocketOptions) -> None:
         try:
-            await open_client(url, endpoint, options, timeout)
+            await open_client(url, endpoint, options, handshake_s)
         except (OSError, WSError) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
         finally:

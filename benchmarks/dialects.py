@@ -6,6 +6,7 @@ Engine.IO v4, which needs a namespace connect and ping answers.
 """
 
 import enum
+import urllib.parse
 
 
 class Dialect(enum.Enum):
@@ -16,10 +17,13 @@ class Dialect(enum.Enum):
 
 
 def url_for(dialect: Dialect, host: str, port: int, room: str | None = None) -> str:
-    """Return the WebSocket URL a client of ``dialect`` connects to."""
+    """Return the WebSocket URL a client of ``dialect`` connects to.
+
+    ``room`` is our server's query parameter; the seed-style peers ignore it.
+    """
     if dialect is Dialect.SOCKETIO:
         return f"ws://{host}:{port}/socket.io/?EIO=4&transport=websocket"
-    query = f"?room={room}" if room else ""
+    query = f"?{urllib.parse.urlencode({'room': room})}" if room else ""
     return f"ws://{host}:{port}/{query}"
 
 

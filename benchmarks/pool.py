@@ -46,10 +46,10 @@ class WorkerHandle:
         except (asyncio.IncompleteReadError, ConnectionError):
             self.replies.put_nowait(WorkerFailed("worker exited"))
 
-    async def ask(self, command: object, reply_type: type[Reply], timeout: float) -> Reply:
+    async def ask(self, command: object, reply_type: type[Reply], wait_s: float) -> Reply:
         """Send ``command`` and return the reply, which must be a ``reply_type``."""
         self.channel.send(command)
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_s):
             reply = await self.replies.get()
         if not isinstance(reply, reply_type):
             raise WorkerFailed(f"expected {reply_type.__name__}, got {reply!r}")
@@ -81,18 +81,18 @@ class WorkerPool:
         return len(self.workers)
 
     async def ask_each(
-        self, commands: Sequence[object], reply_type: type[Reply], timeout: float
+        self, commands: Sequence[object], reply_type: type[Reply], wait_s: float
     ) -> list[Reply]:
         """Send ``commands[i]`` to worker ``i``, all at once; return the replies."""
         return list(
             await asyncio.gather(
-                *(w.ask(c, reply_type, timeout) for w, c in zip(self.workers, commands, strict=True))
+                *(w.ask(c, reply_type, wait_s) for w, c in zip(self.workers, commands, strict=True))
             )
         )
 
-    async def ask_all(self, command: object, reply_type: type[Reply], timeout: float) -> list[Reply]:
+    async def ask_all(self, command: object, reply_type: type[Reply], wait_s: float) -> list[Reply]:
         """Send the same command to every worker; return the replies."""
-        return await self.ask_each([command] * len(self.workers), reply_type, timeout)
+        return await self.ask_each([command] * len(self.workers), reply_type, wait_s)
 
 
 async def start_worker(on_acks: Callable[[list[int]], None]) -> WorkerHandle:
@@ -113,7 +113,9 @@ async def start_worker(on_acks: Callable[[list[int]], None]) -> WorkerHandle:
 
 
 @contextlib.asynccontextmanager
-async def worker_pool(count: int, on_acks: Callable[[list[int]], None]) -> AsyncIterator[WorkerPool]:
+async def worker_pool(
+    count: int, on_acks: Callable[[list[int]], None]
+) -> AsyncIterator[WorkerPool]:
     """Run ``count`` workers for the duration of the block."""
     workers: list[WorkerHandle] = []
     try:

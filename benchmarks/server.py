@@ -6,6 +6,7 @@ import contextlib
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,18 @@ class ServerFailed(Exception):
 
 @dataclass(frozen=True)
 class ServerCommand:
-    """A server to start: ``{port}`` in ``argv`` becomes the chosen port."""
+    """A server to start.
+
+    In ``argv``, ``{port}`` becomes the chosen port and ``{tmp}`` a directory
+    made for this run alone (and removed after it), so no run inherits a
+    database from another.
+    """
 
     argv: tuple[str, ...]
 
-    def for_port(self, port: int) -> list[str]:
-        """Return the command line for ``port``."""
-        return [arg.replace("{port}", str(port)) for arg in self.argv]
+    def for_run(self, port: int, tmp: str) -> list[str]:
+        """Return the command line for one run."""
+        return [arg.replace("{port}", str(port)).replace("{tmp}", tmp) for arg in self.argv]
 
     def shown(self) -> str:
         """The command as quoted in the results."""
@@ -104,16 +110,17 @@ class ServerProcess:
 async def running_server(command: ServerCommand) -> AsyncIterator[ServerProcess]:
     """Run the server on a free port for the duration of the block."""
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        *command.for_port(port),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=REPO_ROOT,
-    )
-    server = ServerProcess(process, port)
-    try:
-        await server.wait_ready()
-        yield server
-    finally:
-        await server.stop()
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        process = await asyncio.create_subprocess_exec(
+            *command.for_run(port, tmp),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+        server = ServerProcess(process, port)
+        try:
+            await server.wait_ready()
+            yield server
+        finally:
+            await server.stop()

@@ -17,20 +17,21 @@ class Target:
     dialect: Dialect
 
 
-def ours(heartbeat: int = 30, db: str | None = None, extra: tuple[str, ...] = ()) -> Target:
+def ours(heartbeat: int = 30, history: bool = False, extra: tuple[str, ...] = ()) -> Target:
     """Our server with the limits that would throttle a load test turned off.
 
-    ``db`` turns history storing on, into that SQLite file.
+    Its SQLite file (sessions, and messages with ``history``) is fresh for
+    every run rather than the user's default database.
     """
-    history = ("--history", "true", "--db", db) if db else ("--history", "false")
     argv = (
         *(sys.executable, "-m", "chatserver", "--host", "127.0.0.1", "--port", "{port}"),
         *("--heartbeat", str(heartbeat), "--rate-limit", "0", "--max-connections-per-ip", "0"),
-        *history,
+        *("--history", "true" if history else "false", "--db", "{tmp}/chat.db"),
         *extra,
     )
-    label = "ours, history on" if db else "ours"
-    return Target("ours-history" if db else "ours", label, ServerCommand(argv), Dialect.TEXT)
+    label = "ours, history on" if history else "ours"
+    name = "ours-history" if history else "ours"
+    return Target(name, label, ServerCommand(argv), Dialect.TEXT)
 
 
 def peer(module: str, label: str, dialect: Dialect = Dialect.TEXT) -> Target:

@@ -80,10 +80,10 @@ class Window:
         self.fill()
         self.changed.set()
 
-    async def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for ``done()``; return whether it held."""
+    async def wait_until(self, done: Callable[[], bool], wait_s: float) -> bool:
+        """Wait up to ``wait_s`` seconds for ``done()``; return whether it held."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait_s):
                 while not done():
                     self.changed.clear()
                     await self.changed.wait()
@@ -91,21 +91,23 @@ class Window:
             return done()
         return True
 
-    async def warm_up(self, timeout: float) -> bool:
+    async def warm_up(self, wait_s: float) -> bool:
         """Probe until one message reaches every receiver, then settle.
 
         A receiver the server has not registered yet misses a probe, so probe
         again until one arrives everywhere; one more probe then flushes every
         earlier one, because each connection receives in order.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         while self.completed == 0 and time.monotonic() < deadline:
             self.publish(0)
             await self.wait_until(lambda: self.completed > 0, PROBE_INTERVAL)
         if self.completed == 0:
             return False
         last = self.publish(0)
-        settled = await self.wait_until(lambda: last not in self.pending, deadline - time.monotonic())
+        settled = await self.wait_until(
+            lambda: last not in self.pending, deadline - time.monotonic()
+        )
         self.pending.clear()
         self.sent = self.completed = 0
         return settled
@@ -121,7 +123,6 @@ class Window:
             await self.wait_until(lambda: self.completed >= limit, duration)
         self.open = False
 
-    async def drain(self, timeout: float) -> bool:
+    async def drain(self, wait_s: float) -> bool:
         """Wait for the messages in flight; return whether all were delivered."""
-        return await self.wait_until(lambda: not self.pending, timeout)
-
+        return await self.wait_until(lambda: not self.pending, wait_s)

@@ -5,6 +5,7 @@ room: this is the behaviour ``docs/topics/broadcast.rst`` of websockets warns
 about and the baseline our fan-out is measured against.
 """
 
+import contextlib
 import itertools
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -24,10 +25,8 @@ class SerialChat:
         """Send ``line`` to every client, waiting for each send in turn."""
         # Copy: clients may leave while we await a send.
         for ws in list(self.clients):
-            try:
+            with contextlib.suppress(ConnectionClosed):
                 await ws.send(line)
-            except ConnectionClosed:
-                pass
 
     async def handler(self, ws: ServerConnection) -> None:
         """Register a client, relay its lines, announce its arrival and exit."""

@@ -1,0 +1,416 @@
+"""The admin dashboard under 10,000 live connections.
+
+Starts ``python -m chatserver`` in a child process, opens N raw WebSocket
+chat connections (spread over rooms), logs in to the dashboard and measures:
+
+* page load: ``GET /admin/`` server render time (median, p95) and size, plus
+  a filtered page and an API page; with Chromium present, the browser's time
+  from navigation until the push channel has delivered the first rows;
+* the push channel: bytes/s with idle connections and with chat traffic on
+  the viewed rows, and how long a new view (filter, far page, sort by
+  buffer) takes to come back.
+
+``python -m benchmarks.dashboard_bench --connections 10000`` (about a minute).
+The client side is one process of raw asyncio sockets (no WebSocket library
+per connection), so 10,000 connections stay cheap; RLIMIT_NOFILE is raised
+to its hard limit for both processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+TOKEN = "bench-admin-token"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# --------------------------------------------------------------------------- raw clients
+
+
+class RawChat(asyncio.Protocol):
+    """A text-dialect chat client that discards what it receives (counting bytes)."""
+
+    def __init__(self, request: bytes, upgraded: asyncio.Future[None]) -> None:
+        self.request = request
+        self.upgraded = upgraded
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.bytes_in = 0
+        self.open = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self.open or self.upgraded.done():
+            return
+        self.head += data
+        if b"\r\n\r\n" in self.head:
+            if self.head.startswith(b"HTTP/1.1 101"):
+                self.open = True
+                self.upgraded.set_result(None)
+            else:
+                status = self.head.split(b"\r\n", 1)[0].decode(errors="replace")
+                self.upgraded.set_exception(ConnectionError(status))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed during the handshake"))
+
+    def send_text(self, text: str) -> None:
+        """One masked text frame (clients must mask, RFC 6455 5.3)."""
+        if self.transport is None or not self.open:
+            return
+        payload = text.encode()
+        mask = os.urandom(4)
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        assert len(payload) < 126
+        self.transport.write(bytes((0x81, 0x80 | len(payload))) + mask + masked)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_chat(port: int, name: str, room: str) -> RawChat:
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws?name={name}&room={room} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    loop = asyncio.get_running_loop()
+    upgraded: asyncio.Future[None] = loop.create_future()
+    _, protocol = await loop.create_connection(
+        lambda: RawChat(request, upgraded), "127.0.0.1", port
+    )
+    await asyncio.wait_for(upgraded, 30)
+    return protocol
+
+
+async def open_many(port: int, count: int, rooms: int, parallel: int) -> list[RawChat]:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(index: int) -> RawChat:
+        async with gate:
+            return await open_chat(port, f"b{index}", f"room{index % rooms}")
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+# --------------------------------------------------------------------------- the server
+
+
+@contextlib.contextmanager
+def server_process(port: int, db: Path) -> Any:
+    cmd = [
+        sys.executable, "-m", "chatserver", "--port", str(port), "--db", str(db),
+        "--admin-token", TOKEN, "--max-connections-per-ip", "0", "--rate-limit", "0",
+        "--heartbeat", "0", "--log-level", "WARNING",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line or line.startswith("Server started"):
+                break
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def server_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm", "rb") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Results:
+    connections: int = 0
+    connect_seconds: float = 0.0
+    server_rss_mib: float = 0.0
+    page: dict[str, float] = field(default_factory=dict)
+    push: dict[str, float] = field(default_factory=dict)
+    browser: dict[str, float] = field(default_factory=dict)
+
+
+async def log_in(http: aiohttp.ClientSession, base: str) -> None:
+    async with http.get(base + "/admin/login") as response:
+        match = re.search(r'name="csrf" value="([^"]+)"', await response.text())
+    assert match is not None
+    data = {"csrf": match.group(1), "token": TOKEN}
+    async with http.post(base + "/admin/login", data=data, allow_redirects=False) as response:
+        assert response.status == 303, response.status
+
+
+async def timed_get(http: aiohttp.ClientSession, url: str, rounds: int) -> tuple[list[float], int]:
+    times, size = [], 0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        async with http.get(url) as response:
+            body = await response.read()
+            assert response.status == 200, response.status
+        times.append((time.perf_counter() - started) * 1000)
+        size = len(body)
+    return times, size
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+async def measure_page(http: aiohttp.ClientSession, base: str, results: Results) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    times, size = await timed_get(http, base + "/admin/", 20)
+    results.page.update(
+        render_median_ms=statistics.median(times), render_p95_ms=p95(times), page_bytes=size
+    )
+    times, _ = await timed_get(http, base + "/admin/?q=b9999", 10)
+    results.page["filtered_render_median_ms"] = statistics.median(times)
+    started = time.perf_counter()
+    async with http.get(
+        base + "/admin/api/connections?page=150&per_page=50", headers=headers
+    ) as response:
+        assert response.status == 200
+        await response.read()
+    results.page["api_far_page_ms"] = (time.perf_counter() - started) * 1000
+
+
+@dataclass
+class Channel:
+    ws: aiohttp.ClientWebSocketResponse
+    bytes: int = 0
+    messages: int = 0
+
+    async def next_conns(self) -> dict[str, Any]:
+        async with asyncio.timeout(10.0):
+            while True:
+                message = await self.receive()
+                if message["type"] == "conns":
+                    return message
+
+    async def receive(self) -> dict[str, Any]:
+        msg = await self.ws.receive()
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        self.bytes += len(msg.data)
+        self.messages += 1
+        data: dict[str, Any] = json.loads(msg.data)
+        return data
+
+    async def drain_for(self, seconds: float) -> tuple[int, int]:
+        """Bytes and messages received during ``seconds``."""
+        before_bytes, before_messages = self.bytes, self.messages
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    await self.receive()
+        return self.bytes - before_bytes, self.messages - before_messages
+
+    async def view_latency_ms(self, **view: Any) -> float:
+        started = time.perf_counter()
+        await self.ws.send_str(json.dumps({"type": "view", **view}))
+        while not (await self.next_conns()).get("reset"):
+            pass
+        return (time.perf_counter() - started) * 1000
+
+
+async def measure_push(
+    http: aiohttp.ClientSession, base: str, clients: list[RawChat], seconds: float, results: Results
+) -> None:
+    ws = await http.ws_connect(base + "/admin/live", origin=base, max_msg_size=0)
+    channel = Channel(ws)
+    results.push["first_view_ms"] = await channel.view_latency_ms(per_page=50)
+    await channel.drain_for(1.5)  # let the first tick's room and stats rows settle
+    idle_bytes, idle_messages = await channel.drain_for(seconds)
+    results.push["idle_bytes_per_s"] = idle_bytes / seconds
+    results.push["idle_messages_per_s"] = idle_messages / seconds
+
+    talkers = clients[:50] + clients[50::200]  # the viewed page plus some others
+    stop = asyncio.Event()
+
+    async def talk() -> None:
+        counter = 0
+        while not stop.is_set():
+            for client in talkers:
+                client.send_text(f"bench message {counter}")
+            counter += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    traffic = asyncio.create_task(talk())
+    await channel.drain_for(1.5)
+    busy_bytes, busy_messages = await channel.drain_for(seconds)
+    stop.set()
+    await traffic
+    results.push["busy_bytes_per_s"] = busy_bytes / seconds
+    results.push["busy_messages_per_s"] = busy_messages / seconds
+    results.push["busy_chat_messages_per_s"] = float(len(talkers))
+    results.push["view_filter_ms"] = await channel.view_latency_ms(q="b777")
+    results.push["view_page_150_ms"] = await channel.view_latency_ms(page=150)
+    results.push["view_sort_buffer_ms"] = await channel.view_latency_ms(sort="buffer")
+    results.push["view_room_ms"] = await channel.view_latency_ms(room="room7")
+    await ws.close()
+
+
+async def measure_browser(base: str, results: Results) -> None:
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        return
+    if not os.access(CHROMIUM, os.X_OK):
+        return
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await page.goto(base + "/admin/login")
+        await page.fill("#token", TOKEN)
+        await page.click("form button[type=submit]")
+        await page.wait_for_selector('body[data-live="1"]', timeout=30_000)
+        times, dom = [], []
+        for _ in range(5):
+            started = time.perf_counter()
+            await page.goto(base + "/admin/")
+            await page.wait_for_selector('body[data-live="1"]', timeout=30_000)
+            times.append((time.perf_counter() - started) * 1000)
+            dom.append(
+                await page.evaluate(
+                    "() => { const t = performance.getEntriesByType('navigation')[0];"
+                    " return t.domContentLoadedEventEnd - t.startTime; }"
+                )
+            )
+        await page.screenshot(path="/tmp/dashboard-10k.png")
+        await browser.close()
+    results.browser = {
+        "dom_content_loaded_ms": statistics.median(dom),
+        "until_live_rows_ms": statistics.median(times),
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is below the {needed} needed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def chat_clients(port: int, args: argparse.Namespace) -> AsyncIterator[list[RawChat]]:
+    clients = await open_many(port, args.connections, args.rooms, args.parallel)
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+async def run(args: argparse.Namespace) -> Results:
+    results = Results(connections=args.connections)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp, server_process(port, Path(tmp) / "bench.db") as proc:
+        started = time.perf_counter()
+        async with chat_clients(port, args) as clients:
+            results.connect_seconds = time.perf_counter() - started
+            await asyncio.sleep(2)  # let presence and session writes settle
+            results.server_rss_mib = server_rss(proc.pid) / 2**20
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with aiohttp.ClientSession(cookie_jar=jar) as http:
+                await log_in(http, base)
+                async with http.get(base + "/healthz") as response:
+                    health = await response.json()
+                assert health["connections"] == args.connections, health
+                await measure_page(http, base, results)
+                await measure_push(http, base, clients, args.seconds, results)
+            if not args.no_browser:
+                await measure_browser(base, results)
+    return results
+
+
+def report(results: Results) -> str:
+    lines = [
+        f"connections: {results.connections} (opened in {results.connect_seconds:.1f} s; "
+        f"server RSS {results.server_rss_mib:.0f} MiB)",
+    ]
+    for section in ("page", "push", "browser"):
+        for key, value in getattr(results, section).items():
+            lines.append(f"{section}.{key}: {value:,.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--rooms", type=int, default=100)
+    parser.add_argument("--parallel", type=int, default=200, help="handshakes in flight")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per push measurement")
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium timing")
+    parser.add_argument("--json", dest="json_out", help="also write the results here")
+    args = parser.parse_args(argv)
+    raise_fd_limit(args.connections + 1024)
+    results = asyncio.run(run(args))
+    print(report(results))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results.__dict__, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Run the benchmark scenarios and write ``benchmarks/RESULTS.md``.
+
+``python -m benchmarks.run`` runs all five (about 20 minutes on 2 cores);
+``--quick`` runs each once at a small size; ``--scenario N`` (repeatable)
+picks some. Scenario 3 is compared with scenario 1, so it brings it along.
+"""
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+import uvloop
+
+from benchmarks import report, scenarios
+from benchmarks.limits import raise_open_files_limit
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
+ALL = (1, 2, 3, 4, 5)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="one small run of each scenario")
+    parser.add_argument("--scenario", type=int, action="append", choices=ALL, metavar="N")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    return parser.parse_args(argv)
+
+
+async def run_sections(plan: scenarios.Plan, chosen: set[int]) -> list[str]:
+    """Run the chosen scenarios in order; return their Markdown sections."""
+    sections: list[str] = []
+    fanout = await scenarios.run_scenario_fanout(plan) if chosen & {1, 3} else None
+    if fanout is not None:
+        sections.append(scenarios.render_fanout(plan, fanout))
+    if 2 in chosen:
+        sections.append(scenarios.render_idle(plan, await scenarios.run_scenario_idle(plan)))
+    if 3 in chosen and fanout is not None:
+        slow = await scenarios.run_scenario_slow(plan)
+        sections.append(scenarios.render_slow(plan, slow, fanout))
+    if 4 in chosen:
+        sections.append(scenarios.render_rooms(plan, await scenarios.run_scenario_rooms(plan)))
+    if 5 in chosen:
+        history = await scenarios.run_scenario_history(plan)
+        sections.append(scenarios.render_history(plan, history))
+    return sections
+
+
+def document(sections: list[str], quick: bool, argv: list[str], minutes: float) -> str:
+    """The whole RESULTS.md."""
+    mode = "quick mode: one small run each, not for quoting" if quick else "full mode"
+    head = [
+        "# Benchmark results",
+        "Written by `python -m benchmarks.run` (`make bench`); do not edit by hand. "
+        f"Command: `python -m benchmarks.run {' '.join(argv)}`".rstrip()
+        + f" ({mode}, {minutes:.1f} minutes).",
+        "Every server runs as a subprocess on 127.0.0.1 and a fresh port (`{port}` in "
+        "the commands below; `{tmp}` is a directory made for that run alone). The load "
+        "generator (picows on uvloop, receivers in worker processes) shares the same "
+        "machine, so client and server compete for its cores.",
+        report.machine_table(),
+    ]
+    return "\n\n".join(head + sections) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``make bench``."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    raise_open_files_limit()
+    plan = scenarios.quick_plan() if args.quick else scenarios.full_plan()
+    chosen = set(args.scenario or ALL)
+    started = datetime.datetime.now(datetime.UTC)
+    sections = uvloop.run(run_sections(plan, chosen))
+    minutes = (datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60
+    args.output.write_text(document(sections, args.quick, argv, minutes))
+    scenarios.progress(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
