@@ -6,19 +6,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from importlib import resources
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from dashboard import setup_dashboard
 
-from . import __version__
 from .broker import MemoryBroker
 from .heartbeat import run_heartbeats
 from .hub import Hub
 from .keys import ADDRESSES, HUB, SETTINGS, STORE
 from .limits import AddressCounter
+from .pages import healthz
 from .settings import Settings
 from .store import Store
 from .ws import chat_socket
@@ -29,7 +27,10 @@ RETENTION_INTERVAL = 60.0
 
 def create_app(settings: Settings) -> web.Application:
     """Build the chat application (and its admin sub-app) for ``settings``."""
-    app = web.Application(middlewares=[security_headers])
+    app = web.Application()
+    # A signal, not a middleware: a middleware's frame would stay alive for the
+    # whole life of every WebSocket, costing memory per connection.
+    app.on_response_prepare.append(security_headers)
     app[SETTINGS] = settings
     store = Store(settings.db_path, history=settings.history)
     hub = Hub(settings, store)
@@ -41,7 +42,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_background_ctx)
     app.on_shutdown.append(_close_sockets)
-    app.router.add_get("/", index)
+    # "/" serves both: WebSocket upgrades go straight to the chat socket
+    # (no wrapping handler frame per connection), plain GETs get the page.
+    app.router.add_get("/", chat_socket)
     app.router.add_get("/ws", chat_socket)
     app.router.add_get("/healthz", healthz)
     setup_dashboard(app)
@@ -85,10 +88,9 @@ async def _close_sockets(app: web.Application) -> None:
     await app[HUB].shutdown()
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    if not response.prepared or isinstance(response, web.FileResponse):
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Defaults for every HTTP response; pages may set their own stricter ones."""
+    if not isinstance(response, web.WebSocketResponse):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
@@ -97,27 +99,3 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
             "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
             "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
         )
-    return response
-
-
-async def index(request: web.Request) -> web.StreamResponse:
-    """``/``: the chat socket for WebSocket upgrades, the browser chat page otherwise."""
-    if request.headers.get("Upgrade", "").lower() == "websocket":
-        return await chat_socket(request)
-    page = resources.files("chatserver").joinpath("static/index.html")
-    if page.is_file():
-        return web.Response(text=page.read_text("utf-8"), content_type="text/html")
-    return web.Response(text="Chat server: connect a WebSocket client to /ws\n")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    return web.json_response(
-        {
-            "status": "ok",
-            "version": __version__,
-            "connections": len(hub.connections),
-            "rooms": len(hub.rooms),
-            "shutting_down": hub.shutting_down,
-        }
-    )

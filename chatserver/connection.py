@@ -11,6 +11,8 @@ When a peer does not read, its transport buffer grows; past
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -25,6 +27,21 @@ Dialect = Literal["text", "json"]
 # Live events held while a replay runs; a room busy enough to exceed this
 # during one replay makes the client a slow consumer (close 4000, resume again).
 MAX_HELD_EVENTS = 10_000
+
+
+# The kernel's share of a connection's unsent data. Left alone, Linux autotunes
+# the send buffer up to 4 MiB per socket (net.ipv4.tcp_wmem), which would hide a
+# stalled reader from --outbound-buffer-bytes for megabytes and multiply memory
+# per connection; pinned, a peer's unsent data stays within the limit plus this
+# (the kernel doubles the value for its bookkeeping).
+KERNEL_SEND_BUFFER = 64 * 1024
+
+
+def pin_kernel_send_buffer(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
 
 
 class Outbox:

@@ -40,6 +40,7 @@ from .store import SessionRecord, Store
 
 log = logging.getLogger(__name__)
 
+CLOSE_POLL_INTERVAL = 0.05  # seconds, while a closing peer drains its backlog
 CLOSE_SLOW = 4000
 CLOSE_TAKEN_OVER = 4001
 CLOSE_KICKED = 4500
@@ -295,15 +296,20 @@ class Hub:
         task.add_done_callback(self._closing.discard)
 
     async def _close(self, conn: Connection, code: int, reason: str) -> None:
+        transport = conn.transport
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout or 5.0):
                 await conn.ws.close(code=code, message=close_reason(reason))
+                # close() can return with the close frame still queued behind
+                # a slow peer's backlog: give the peer until the deadline to read it.
+                while _unsent(transport):  # noqa: ASYNC110 (transports have no "drained" event)
+                    await asyncio.sleep(CLOSE_POLL_INTERVAL)
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
-            # A peer that never reads keeps its buffer forever: drop it.
-            if not conn.transport.is_closing() or conn.transport.get_write_buffer_size():
-                conn.transport.abort()
+            # A peer that never reads would keep its buffer forever: drop it.
+            if _unsent(transport) or not transport.is_closing():
+                transport.abort()
 
     def kick(self, conn: Connection, reason: str) -> None:
         self.disconnect(conn, "kicked", reason)
@@ -366,3 +372,11 @@ class Hub:
     def members(self, room_name: str) -> Iterable[Connection]:
         room = self.rooms.get(room_name)
         return () if room is None else tuple(room.members)
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes still waiting in the transport (0 once the connection is gone)."""
+    try:
+        return transport.get_write_buffer_size()
+    except (AttributeError, RuntimeError):
+        return 0

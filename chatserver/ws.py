@@ -10,13 +10,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .connection import Connection, Dialect
+from .connection import Connection, Dialect, pin_kernel_send_buffer
 from .errors import CommandError
 from .hub import CLOSE_BANNED, Hub
 from .keys import ADDRESSES, HUB, SETTINGS
 from .limits import TokenBucket, origin_allowed
+from .pages import index_page
 from .protocol import (
     DEFAULT_ROOM,
     HELP_TEXT,
@@ -70,52 +72,60 @@ def client_address(request: web.Request, settings: Settings) -> str:
 
 
 async def chat_socket(request: web.Request) -> web.StreamResponse:
-    """Upgrade to a chat WebSocket after the Origin and per-address checks."""
+    """Upgrade to a chat WebSocket after the Origin and per-address checks.
+
+    This coroutine waits in ``receive()`` itself for the socket's whole life:
+    every coroutine frame kept alive per connection is memory per connection.
+    """
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return await index_page(request)
     settings, hub = request.app[SETTINGS], request.app[HUB]
-    if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
-        raise web.HTTPForbidden(text="Origin not allowed\n")
-    if hub.shutting_down:
-        raise web.HTTPServiceUnavailable(text="server shutting down\n")
+    _check_handshake(request, settings, hub)
     address = client_address(request, settings)
     addresses = request.app[ADDRESSES]
     if not addresses.try_acquire(address):
         raise web.HTTPTooManyRequests(text="too many connections from your address\n")
-    try:
-        return await _serve(request, settings, hub, address)
-    finally:
-        addresses.release(address)
-
-
-async def _serve(
-    request: web.Request, settings: Settings, hub: Hub, address: str
-) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(
-        protocols=(SUBPROTOCOL,),
-        autoping=False,  # pongs must reach us: they are the heartbeat's proof of life
-        compress=False,  # permessage-deflate costs ~150 KiB per connection
-        max_msg_size=settings.max_message_bytes,
-        timeout=5.0,
-    )
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:
-        return ws
-    dialect: Dialect = "json" if ws.ws_protocol == SUBPROTOCOL else "text"
+    ws = _new_socket(settings)
     conn: Connection | None = None
     reason = "quit"
     try:
-        conn = await _open(request, ws, hub, transport, dialect, address)
-        if conn is not None:
-            reason = await _receive_loop(conn, ws, hub)
+        await ws.prepare(request)
+        conn = await _open(request, ws, hub, address)
+        while conn is not None and not conn.closed:
+            msg = await ws.receive()
+            conn.last_seen = time.monotonic()
+            if msg.type is not WSMsgType.PONG:  # a pong only proves liveness
+                leave = await _on_frame(conn, ws, hub, msg)
+                if leave is not None:
+                    reason = leave
+                    break
     except ConnectionError:
         reason = "error"
     finally:
+        addresses.release(address)
         if conn is not None:
             hub.disconnect(conn, reason)
             if conn.closing is not None:
                 # Returning would tear the socket down under the close frame.
                 await asyncio.shield(conn.closing)
     return ws
+
+
+def _check_handshake(request: web.Request, settings: Settings, hub: Hub) -> None:
+    if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
+        raise web.HTTPForbidden(text="Origin not allowed\n")
+    if hub.shutting_down:
+        raise web.HTTPServiceUnavailable(text="server shutting down\n")
+
+
+def _new_socket(settings: Settings) -> web.WebSocketResponse:
+    return web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),
+        autoping=False,  # pongs must reach us: they are the heartbeat's proof of life
+        compress=False,  # permessage-deflate costs ~150 KiB per connection
+        max_msg_size=settings.max_message_bytes,
+        timeout=5.0,
+    )
 
 
 @dataclass
@@ -171,15 +181,16 @@ def _new_identity(hub: Hub, room: str, requested: str | None) -> _Identity:
 
 
 async def _open(
-    request: web.Request,
-    ws: web.WebSocketResponse,
-    hub: Hub,
-    transport: asyncio.Transport,
-    dialect: Dialect,
-    address: str,
+    request: web.Request, ws: web.WebSocketResponse, hub: Hub, address: str
 ) -> Connection | None:
     """Identify, check bans, register, welcome, join rooms and replay."""
     settings = hub.settings
+    transport = request.transport
+    if transport is None:  # the peer went away during the handshake
+        return None
+    dialect: Dialect = "json" if ws.ws_protocol == SUBPROTOCOL else "text"
+    if settings.outbound_buffer_bytes:
+        pin_kernel_send_buffer(transport)
     identity = await _identify(request, hub)
     banned = hub.moderation.ban_reason(identity.user.name, address)
     if banned is not None:
@@ -253,26 +264,21 @@ def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
 # ---------------------------------------------------------------------- receiving
 
 
-async def _receive_loop(conn: Connection, ws: web.WebSocketResponse, hub: Hub) -> str:
-    """Read frames until the peer goes; return the leave reason."""
-    while not conn.closed:
-        msg = await ws.receive()
-        conn.last_seen = time.monotonic()
-        if msg.type is WSMsgType.TEXT:
-            if not await _on_text(conn, hub, msg.data):
-                return "quit"
-        elif msg.type is WSMsgType.PING:
-            with contextlib.suppress(ConnectionError):
-                await ws.pong(msg.data)
-        elif msg.type is WSMsgType.PONG:
-            continue
-        elif msg.type is WSMsgType.BINARY:
-            _error(conn, "binary_unsupported", "binary frames are not supported; send text")
-        elif msg.type is WSMsgType.ERROR:
-            return "error"  # e.g. 1009 for an oversized frame
-        else:
-            return "quit"  # CLOSE, CLOSING or CLOSED
-    return "quit"
+async def _on_frame(
+    conn: Connection, ws: web.WebSocketResponse, hub: Hub, msg: aiohttp.WSMessage
+) -> str | None:
+    """Handle one received frame; a leave reason ends the connection."""
+    if msg.type is WSMsgType.TEXT:
+        return None if await _on_text(conn, hub, msg.data) else "quit"
+    if msg.type is WSMsgType.PING:
+        with contextlib.suppress(ConnectionError):
+            await ws.pong(msg.data)
+        return None
+    if msg.type is WSMsgType.BINARY:
+        _error(conn, "binary_unsupported", "binary frames are not supported; send text")
+        return None
+    # ERROR (e.g. 1009 for an oversized frame), or CLOSE, CLOSING, CLOSED.
+    return "error" if msg.type is WSMsgType.ERROR else "quit"
 
 
 async def _on_text(conn: Connection, hub: Hub, data: str) -> bool:

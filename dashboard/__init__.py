@@ -40,7 +40,8 @@ def setup_dashboard(app: web.Application) -> None:
     app[LIMITER] = AttemptLimiter()
     app[LIVE] = LiveHub(hub, moderation, sessions)
 
-    admin = web.Application(middlewares=[dashboard_headers])
+    admin = web.Application()
+    admin.on_response_prepare.append(dashboard_headers)
     add_routes(admin)
     admin.router.add_static("/static/", STATIC_DIR, name="static")
     aiohttp_jinja2.setup(

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from chatserver import __version__
 from chatserver.errors import CommandError
@@ -276,20 +275,14 @@ async def action(request: web.Request) -> web.StreamResponse:
 # --------------------------------------------------------------------------- wiring
 
 
-@web.middleware
-async def dashboard_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A strict CSP (no inline script or style at all) and no caching of admin pages."""
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        _harden(request, exc)
-        raise
-    if not response.prepared:
-        _harden(request, response)
-    return response
+async def dashboard_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """A strict CSP (no inline script or style at all) and no caching of admin pages.
 
-
-def _harden(request: web.Request, response: web.StreamResponse) -> None:
+    An ``on_response_prepare`` signal (it also runs for HTTP exceptions), not a
+    middleware: see ``dashboard/api.py`` for why middlewares cost every chat socket.
+    """
+    if isinstance(response, web.WebSocketResponse):
+        return
     response.headers["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"

@@ -43,19 +43,31 @@ async def test_never_reading_client_is_closed_4000_and_others_get_everything(
 ) -> None:
     """A client that never reads is closed with 4000; the rest receive all, in order."""
     await chat.stop()
-    await chat.start(outbound_buffer_bytes=512 * 1024)
+    # A long close timeout: the stalled peer reads its backlog through a 4 KiB
+    # window from a thread, which can take longer than the tests' default 3 s.
+    await chat.start(outbound_buffer_bytes=512 * 1024, shutdown_timeout=30)
     readers = [await connect(json=True) for _ in range(3)]
     slow = await asyncio.to_thread(RawPeer, chat.settings.port)
     sender = await connect(json=True)
     await sender.until_type("welcome")
-    results = await asyncio.gather(
-        send_windowed(sender), *(read_messages(peer, MESSAGES) for peer in readers)
+    hub = hub_of(chat)
+
+    async def slow_close_code() -> int | None:
+        # Read only once the server has given up on it, within the close timeout
+        # (after which a peer that still does not read is aborted).
+        while 4 in hub.users:  # noqa: ASYNC110 (polling server state from a test)
+            await asyncio.sleep(0.02)
+        return await asyncio.to_thread(slow.close_code)
+
+    code, *results = await asyncio.gather(
+        slow_close_code(),
+        send_windowed(sender),
+        *(read_messages(peer, MESSAGES) for peer in readers),
     )
+    slow.close()
+    assert code == 4000
     expected = [f"{i} {PADDING}" for i in range(MESSAGES)]
     for texts in results:
         assert texts == expected
-    live = sorted(conn.user.id for conn in hub_of(chat).connections.values())
+    live = sorted(conn.user.id for conn in hub.connections.values())
     assert live == [1, 2, 3, 5], "only the slow client (user 4) should be gone"
-    code = await asyncio.to_thread(slow.close_code)
-    slow.close()
-    assert code == 4000
