@@ -395,7 +395,29 @@ def report(results: Results) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def markdown(results: Results, command: str) -> str:
+    """The dashboard's section of RESULTS.md (one run: each figure is a median
+    over its own repetitions inside the run, as named)."""
+    rows = [
+        ("connections held", f"{results.connections:,}"),
+        ("time to open them", f"{results.connect_seconds:.1f} s"),
+        ("server RSS with them", f"{results.server_rss_mib:.0f} MiB"),
+    ]
+    for section in ("page", "push", "browser"):
+        for key, value in getattr(results, section).items():
+            rows.append((f"{section}: {key.replace('_', ' ')}", f"{value:,.1f}"))
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return (
+        f"## 6. Admin dashboard under {results.connections:,} connections\n\n"
+        "Server render of `GET /admin/` (median and p95 of repeated loads), a filtered "
+        "page and a far API page; the push channel's bytes/s while idle and while the "
+        "viewed rows chat; how fast a new view (filter, page, sort, room) comes back; "
+        "and, in Chromium, the time until the live rows show.\n\n"
+        f"| measure | value |\n| --- | --- |\n{table}\n\n- `{command}`"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--rooms", type=int, default=100)
@@ -403,7 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per push measurement")
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium timing")
     parser.add_argument("--json", dest="json_out", help="also write the results here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     raise_fd_limit(args.connections + 1024)
     results = asyncio.run(run(args))
     print(report(results))

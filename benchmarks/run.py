@@ -1,6 +1,6 @@
 """Run the benchmark scenarios and write ``benchmarks/RESULTS.md``.
 
-``python -m benchmarks.run`` runs all five (about 20 minutes on 2 cores);
+``python -m benchmarks.run`` runs all six (about 22 minutes on 2 cores);
 ``--quick`` runs each once at a small size; ``--scenario N`` (repeatable)
 picks some. Scenario 3 is compared with scenario 1, so it brings it along.
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import uvloop
 
-from benchmarks import report, scenarios
+from benchmarks import dashboard_bench, report, scenarios
 from benchmarks.limits import raise_open_files_limit
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
-ALL = (1, 2, 3, 4, 5)
+ALL = (1, 2, 3, 4, 5, 6)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,7 +44,18 @@ async def run_sections(plan: scenarios.Plan, chosen: set[int]) -> list[str]:
     if 5 in chosen:
         history = await scenarios.run_scenario_history(plan)
         sections.append(scenarios.render_history(plan, history))
+    if 6 in chosen:
+        sections.append(await run_dashboard(plan))
     return sections
+
+
+async def run_dashboard(plan: scenarios.Plan) -> str:
+    """Scenario 6: the admin dashboard with the density scenario's connection count."""
+    argv = ["--connections", str(plan.idle.clients)]
+    args = dashboard_bench.parse_args(argv)
+    results = await dashboard_bench.run(args)
+    command = "python -m benchmarks.dashboard_bench " + " ".join(argv)
+    return dashboard_bench.markdown(results, command)
 
 
 def document(sections: list[str], quick: bool, argv: list[str], minutes: float) -> str:

@@ -232,4 +232,11 @@ def create_api() -> web.Application:
 
 
 async def unknown_route(request: web.Request) -> web.Response:
-    raise web.HTTPNotFound(reason="No such API route or method")
+    """404 for an unknown path; 405 for a known path with another method."""
+    for resource in request.app.router.resources():
+        if resource.canonical.endswith("/{tail}"):
+            continue
+        match, allowed = await resource.resolve(request)
+        if match is None and allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound(reason="No such API route")

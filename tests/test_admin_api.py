@@ -123,6 +123,12 @@ async def test_api_rate_limits_failed_attempts(client: Client) -> None:
         assert int(response.headers["Retry-After"]) >= 1
 
 
+async def test_api_wrong_method_is_json_405(client: Client) -> None:
+    """A known API path with another method answers a JSON 405."""
+    data = await api(client, "PUT", "bans", status=405)
+    assert data["error"]["code"] == "method_not_allowed"
+
+
 async def test_api_unknown_route_is_json_404(client: Client) -> None:
     """An unknown API path answers a JSON 404 (after authentication)."""
     data = await api(client, "GET", "nope", status=404)
