@@ -31,11 +31,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -68,9 +69,10 @@ class RawChat(asyncio.Protocol):
         self.open = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        # A cast, not an isinstance check: uvloop's transports are not
+        # registered as asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -105,7 +107,10 @@ class RawChat(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_chat(port: int, name: str, room: str) -> RawChat:
+SOURCES = 4  # source addresses 127.0.0.2..5, as in the density scenario
+
+
+async def open_chat(port: int, name: str, room: str, index: int = 0) -> RawChat:
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
         f"GET /ws?name={name}&room={room} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -114,8 +119,11 @@ async def open_chat(port: int, name: str, room: str) -> RawChat:
     ).encode()
     loop = asyncio.get_running_loop()
     upgraded: asyncio.Future[None] = loop.create_future()
+    # Spread over several source addresses: earlier runs leave thousands of
+    # 127.0.0.1 ports in TIME_WAIT, and 10,000 more from one address can stall.
+    source = (f"127.0.0.{2 + index % SOURCES}", 0)
     _, protocol = await loop.create_connection(
-        lambda: RawChat(request, upgraded), "127.0.0.1", port
+        lambda: RawChat(request, upgraded), "127.0.0.1", port, local_addr=source
     )
     await asyncio.wait_for(upgraded, 30)
     return protocol
@@ -126,7 +134,7 @@ async def open_many(port: int, count: int, rooms: int, parallel: int) -> list[Ra
 
     async def one(index: int) -> RawChat:
         async with gate:
-            return await open_chat(port, f"b{index}", f"room{index % rooms}")
+            return await open_chat(port, f"b{index}", f"room{index % rooms}", index)
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
@@ -149,6 +157,8 @@ def server_process(port: int, db: Path) -> Any:
             line = proc.stdout.readline()
             if not line or line.startswith("Server started"):
                 break
+        # Keep reading: a full pipe would block the server on its next log line.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield proc
     finally:
         proc.terminate()

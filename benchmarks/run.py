@@ -8,13 +8,16 @@ picks some. Scenario 3 is compared with scenario 1, so it brings it along.
 import argparse
 import datetime
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvloop
 
 from benchmarks import dashboard_bench, report, scenarios
 from benchmarks.limits import raise_open_files_limit
 
+T = TypeVar("T")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 ALL = (1, 2, 3, 4, 5, 6)
 
@@ -29,24 +32,55 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run_sections(plan: scenarios.Plan, chosen: set[int]) -> list[str]:
-    """Run the chosen scenarios in order; return their Markdown sections."""
+    """Run the chosen scenarios in order; return their Markdown sections.
+
+    A scenario that fails becomes a section saying so, so that one broken
+    scenario does not throw away the figures of the others.
+    """
     sections: list[str] = []
-    fanout = await scenarios.run_scenario_fanout(plan) if chosen & {1, 3} else None
-    if fanout is not None:
-        sections.append(scenarios.render_fanout(plan, fanout))
-    if 2 in chosen:
-        sections.append(scenarios.render_idle(plan, await scenarios.run_scenario_idle(plan)))
-    if 3 in chosen and fanout is not None:
-        slow = await scenarios.run_scenario_slow(plan)
-        sections.append(scenarios.render_slow(plan, slow, fanout))
-    if 4 in chosen:
-        sections.append(scenarios.render_rooms(plan, await scenarios.run_scenario_rooms(plan)))
-    if 5 in chosen:
-        history = await scenarios.run_scenario_history(plan)
-        sections.append(scenarios.render_history(plan, history))
-    if 6 in chosen:
-        sections.append(await run_dashboard(plan))
+    fanout: Any = None
+    if chosen & {1, 3}:
+        fanout = await _attempt(1, sections, lambda: scenarios.run_scenario_fanout(plan))
+        if fanout is not None:
+            sections.append(scenarios.render_fanout(plan, fanout))
+    steps: dict[int, Callable[[], Awaitable[str]]] = {
+        2: lambda: _idle(plan),
+        3: lambda: _slow(plan, fanout),
+        4: lambda: _rooms(plan),
+        5: lambda: _history(plan),
+        6: lambda: run_dashboard(plan),
+    }
+    for number, step in steps.items():
+        if number in chosen and not (number == 3 and fanout is None):
+            section = await _attempt(number, sections, step)
+            if section is not None:
+                sections.append(section)
     return sections
+
+
+async def _attempt(number: int, sections: list[str], step: Callable[[], Awaitable[T]]) -> T | None:
+    try:
+        return await step()
+    except Exception as exc:
+        scenarios.progress(f"scenario {number} failed: {exc!r}")
+        sections.append(f"## {number}. Failed\n\nThis run failed: `{exc!r}` (see the log).")
+        return None
+
+
+async def _idle(plan: scenarios.Plan) -> str:
+    return scenarios.render_idle(plan, await scenarios.run_scenario_idle(plan))
+
+
+async def _slow(plan: scenarios.Plan, fanout: Any) -> str:
+    return scenarios.render_slow(plan, await scenarios.run_scenario_slow(plan), fanout)
+
+
+async def _rooms(plan: scenarios.Plan) -> str:
+    return scenarios.render_rooms(plan, await scenarios.run_scenario_rooms(plan))
+
+
+async def _history(plan: scenarios.Plan) -> str:
+    return scenarios.render_history(plan, await scenarios.run_scenario_history(plan))
 
 
 async def run_dashboard(plan: scenarios.Plan) -> str:

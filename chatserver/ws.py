@@ -209,7 +209,7 @@ async def _open(
         on_overflow=hub.overflow,
     )
     conn.session = hash_token(identity.token)
-    last, history = _replay_request(request, identity, conn)
+    last, history = _replay_request(request, identity)
     if last or history:
         conn.held = []
     hub.add(conn)
@@ -222,16 +222,12 @@ async def _open(
             hub.join(conn, room, reason)
         except CommandError as exc:
             _error(conn, exc.code, exc.message)
-    if conn.rooms:
-        conn.current_room = conn.rooms[-1] if identity.resumed else conn.rooms[0]
     if last or history:
         await replay(conn, hub, last, history)
     return conn
 
 
-def _replay_request(
-    request: web.Request, identity: _Identity, conn: Connection
-) -> tuple[dict[str, int], int]:
+def _replay_request(request: web.Request, identity: _Identity) -> tuple[dict[str, int], int]:
     last: dict[str, int] = {}
     history = 0
     try:
