@@ -122,7 +122,7 @@ def _new_socket(settings: Settings) -> web.WebSocketResponse:
     return web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),
         autoping=False,  # pongs must reach us: they are the heartbeat's proof of life
-        compress=False,  # permessage-deflate costs ~150 KiB per connection
+        compress=False,  # zlib state per connection dwarfs the rest (docs/operations.md)
         max_msg_size=settings.max_message_bytes,
         timeout=5.0,
     )
