@@ -40,18 +40,9 @@ from typing import Any, cast
 
 import aiohttp
 
+from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
+
 TOKEN = "bench-admin-token"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 # --------------------------------------------------------------------------- raw clients

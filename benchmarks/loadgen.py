@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import uvloop
 
@@ -112,30 +113,38 @@ async def server_and_workers(
         yield server, ProcessMonitor(server.pid), pool
 
 
+class Pacing(Protocol):
+    """How fast a load opens its receivers (every config has these fields)."""
+
+    @property
+    def connect_rate(self) -> float: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def connect_timeout(self) -> float: ...
+
+
 async def connect_receivers(
-    pool: WorkerPool,
-    target: Target,
-    port: int,
-    specs: list[ClientSpec],
-    rate: float,
-    concurrency: int,
-    handshake_s: float,
+    pool: WorkerPool, target: Target, port: int, specs: list[ClientSpec], pacing: Pacing
 ) -> ConnectSummary:
     """Open ``specs`` spread over the workers; fail unless every one is registered."""
-    parts = [tuple(specs[w :: len(pool)]) for w in range(len(pool))]
+    workers = len(pool)
     commands = [
         Connect(
             HOST,
             port,
             target.dialect,
-            part,
-            max(1, concurrency // len(pool)),
-            rate / len(pool),
-            handshake_s,
+            tuple(specs[w::workers]),
+            max(1, pacing.concurrency // workers),
+            pacing.connect_rate / workers,
+            pacing.connect_timeout,
         )
-        for part in parts
+        for w in range(workers)
     ]
-    replies = await pool.ask_each(commands, Connected, handshake_s * 3 + REPLY_TIMEOUT)
+    wait_s = pacing.connect_timeout * 3 + REPLY_TIMEOUT
+    replies = await pool.ask_each(commands, Connected, wait_s)
     opened = sum(r.opened for r in replies)
     ready = sum(r.ready for r in replies)
     span = max(r.finished_at for r in replies) - min(r.started_at for r in replies)
@@ -244,15 +253,7 @@ async def run_fanout(target: Target, config: FanoutConfig) -> FanoutResult:
     """Run one fan-out load against a fresh server."""
     relay = AckRelay()
     async with server_and_workers(target, config.workers, relay) as (server, monitor, pool):
-        connected = await connect_receivers(
-            pool,
-            target,
-            server.port,
-            fanout_specs(config),
-            config.connect_rate,
-            config.concurrency,
-            config.connect_timeout,
-        )
+        connected = await connect_receivers(pool, target, server.port, fanout_specs(config), config)
         senders = await open_senders(target, server.port, config.senders, config.connect_timeout)
         rig = FanoutRig(target, server, monitor, pool, relay, senders, connected)
         try:
@@ -363,15 +364,7 @@ async def run_rooms(target: Target, config: RoomsConfig) -> RoomsResult:
     """Run one many-rooms load against a fresh server."""
     async with server_and_workers(target, config.workers, AckRelay()) as (server, monitor, pool):
         specs = [ClientSpec(i, room=room_of(i, config.rooms)) for i in range(config.clients)]
-        connected = await connect_receivers(
-            pool,
-            target,
-            server.port,
-            specs,
-            config.connect_rate,
-            config.concurrency,
-            config.connect_timeout,
-        )
+        connected = await connect_receivers(pool, target, server.port, specs, config)
         await pool.ask_all(StartPhase(track_window=False), PhaseStarted, REPLY_TIMEOUT)
         monitor.start()
         cpu_before = monitor.cpu_seconds()
@@ -465,15 +458,7 @@ async def run_idle(target: Target, config: IdleConfig) -> IdleResult:
     async with server_and_workers(target, config.workers, AckRelay()) as (server, monitor, pool):
         await asyncio.sleep(1.0)  # let the freshly started server settle
         rss_before, cpu_at_start = monitor.rss(), monitor.cpu_seconds()
-        connected = await connect_receivers(
-            pool,
-            target,
-            server.port,
-            idle_specs(config),
-            config.connect_rate,
-            config.concurrency,
-            config.connect_timeout,
-        )
+        connected = await connect_receivers(pool, target, server.port, idle_specs(config), config)
         connect_cpu = monitor.cpu_seconds() - cpu_at_start
         await wait_settled(pool, config.settle_timeout)
         rss_after = monitor.rss()

@@ -109,3 +109,14 @@ def percent(value: float) -> str:
 def listing(values: Sequence[float], shown: Callable[[float], str]) -> str:
     """Every run's value, for the spread next to a median."""
     return ", ".join(shown(v) for v in values)
+
+
+Metric = tuple[str, Callable[[Run], float], Callable[[float], str]]
+
+
+def metric_rows(runs: Sequence[Run], metrics: Sequence[Metric[Run]]) -> list[list[str]]:
+    """One table row per metric: its name, the median over runs, and every run's value."""
+    return [
+        [name, shown(median(runs, get)), listing([get(r) for r in runs], shown)]
+        for name, get, shown in metrics
+    ]

@@ -264,7 +264,7 @@ async def run_scenario_idle(plan: Plan) -> Runs[IdleResult]:
 def render_idle(plan: Plan, runs: Runs[IdleResult]) -> str:
     """Scenario 2 section."""
     results = runs.of("ours")
-    metrics: list[tuple[str, Callable[[IdleResult], float], Callable[[float], str]]] = [
+    metrics: list[report.Metric[IdleResult]] = [
         ("connections held", lambda r: r.clients, report.rate),
         ("connect rate (/s)", lambda r: r.connect_per_s, report.rate),
         ("server CPU per connect", lambda r: r.connect_server_cpu_ms, lambda v: f"{v:.2f} ms"),
@@ -274,10 +274,7 @@ def render_idle(plan: Plan, runs: Runs[IdleResult]) -> str:
         ("idle CPU, heartbeat 1 s", lambda r: r.idle_cpu_percent / 100, report.percent),
         ("dropped while idle", lambda r: r.disconnected_while_idle, lambda v: f"{v:.0f}"),
     ]
-    rows = [
-        [name, shown(report.median(results, get)), report.listing([get(r) for r in results], shown)]
-        for name, get, shown in metrics
-    ]
+    rows = report.metric_rows(results, metrics)
     c = plan.idle
     return "\n\n".join(
         [
@@ -398,7 +395,7 @@ async def run_scenario_rooms(plan: Plan) -> Runs[RoomsResult]:
 def render_rooms(plan: Plan, runs: Runs[RoomsResult]) -> str:
     """Scenario 4 section."""
     results = runs.of("ours")
-    metrics: list[tuple[str, Callable[[RoomsResult], float], Callable[[float], str]]] = [
+    metrics: list[report.Metric[RoomsResult]] = [
         ("messages posted", lambda r: r.messages, report.rate),
         ("deliveries", lambda r: r.deliveries, report.rate),
         ("deliveries/s", lambda r: r.deliveries_per_s, report.rate),
@@ -415,10 +412,7 @@ def render_rooms(plan: Plan, runs: Runs[RoomsResult]) -> str:
         ("server CPU seconds", lambda r: r.server_cpu_s, lambda v: f"{v:.2f} s"),
         ("server peak RSS", lambda r: r.server_peak_rss, report.mebibytes),
     ]
-    rows = [
-        [name, shown(report.median(results, get)), report.listing([get(r) for r in results], shown)]
-        for name, get, shown in metrics
-    ]
+    rows = report.metric_rows(results, metrics)
     c = plan.rooms
     return "\n\n".join(
         [

@@ -13,20 +13,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
+from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 from chatserver.app import create_app
 from tests.conftest import JSON, Peer, make_settings
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "test-admin-token"
 XSS_NAME = "<img src=x onerror=alert(1)>"
 XSS_TEXT = "<script>alert(2)</script><img src=y onerror=alert(3)>"
