@@ -828,12 +828,13 @@ class Client:
         for frame in rejoin:
             self.state.note_sent(frame)
         self.pending.extendleft(reversed(rejoin))
-        # Lines typed meanwhile join the queue (self.ws is still None).
-        while self.pending or self.early:
-            if not self.pending:
-                if (early := self.act(translate(self.early.popleft(), self.state))) is not None:
-                    self.pending.append(early)
-                continue
+        # Lines typed before the first welcome can be placed now. Translate them
+        # all before the first await: a line typed while these are sent goes
+        # to the end of the queue (self.ws is still None), after them.
+        while self.early:
+            if (typed := self.act(translate(self.early.popleft(), self.state))) is not None:
+                self.pending.append(typed)
+        while self.pending:
             frame = self.pending.popleft()
             if not await self._send(ws, frame):
                 self.pending.appendleft(frame)  # the connection dropped meanwhile
