@@ -72,11 +72,16 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def apply_retention(app: web.Application) -> int:
+    """One retention sweep with the configured limits; the number of messages deleted."""
+    settings = app[SETTINGS]
+    return await app[STORE].prune(settings.history_max_messages, settings.history_max_age)
+
+
 async def _retention(app: web.Application) -> None:
-    settings, store = app[SETTINGS], app[STORE]
     while True:
         try:
-            deleted = await store.prune(settings.history_max_messages, settings.history_max_age)
+            deleted = await apply_retention(app)
             if deleted:
                 log.info("retention removed %d old messages", deleted)
         except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -255,16 +256,19 @@ class RawPeer:
     """A hand-rolled WebSocket client on a blocking socket: it reads only when
     told to and never answers pings, like a stalled or dead peer."""
 
-    def __init__(self, port: int, path: str = "/ws", rcvbuf: int = 4096) -> None:
+    def __init__(
+        self, port: int, path: str = "/ws", rcvbuf: int = 4096, protocol: str | None = None
+    ) -> None:
         self.sock = socket.socket()
         # A tiny receive buffer makes the server's send side fill up quickly.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", port))
+        asked = f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else ""
         self.sock.sendall(
             (
                 f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{asked}\r\n"
             ).encode()
         )
         self.buffer = b""
@@ -303,6 +307,18 @@ class RawPeer:
         payload = self.buffer[offset : offset + length]
         self.buffer = self.buffer[offset + length :]
         return opcode, payload
+
+    def message_ids(self, count: int | None = None, timeout: float = 10.0) -> list[int]:
+        """Ids of the ``chat.v1`` message events read, until ``count`` of them or
+        until the connection ends (an end by reset counts as an end)."""
+        ids: list[int] = []
+        with contextlib.suppress(ConnectionResetError):
+            for opcode, payload in self.read_frames(timeout):
+                if opcode == 1 and (event := json.loads(payload))["type"] == "message":
+                    ids.append(event["id"])
+                    if len(ids) == count:
+                        break
+        return ids
 
     def close_code(self, timeout: float = 10.0) -> int | None:
         """Drain the stream; the code of the server's close frame, if one came."""

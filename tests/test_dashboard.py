@@ -234,7 +234,7 @@ async def test_actions_without_a_csrf_token_change_nothing(client: Client) -> No
         status, _ = await post_action(client, action, {"name": "victim", "text": "t"})
         assert status == 403
     await victim.send_json(type="ping")
-    assert (await victim.until_type("pong"))["type"] == "pong"
+    await victim.until_type("pong")  # still connected: none of the refused actions ran
     await victim.close()
 
 
@@ -315,7 +315,6 @@ async def test_push_channel_sends_diffs_not_tables(client: Client) -> None:
     assert init["stats"]["connections"] == 1
     assert "chart" in init
     reset = await next_reset(live)
-    assert reset["reset"]
     assert [row["name"] for row in reset["rows"]] == ["first"]
     second = await join(client, "second")
     added = await next_of(live, "conns")

@@ -55,8 +55,9 @@ async def test_never_reading_client_is_closed_4000_and_others_get_everything(
     async def slow_close_code() -> int | None:
         # Read only once the server has given up on it, within the close timeout
         # (after which a peer that still does not read is aborted).
-        while 4 in hub.users:  # noqa: ASYNC110 (polling server state from a test)
-            await asyncio.sleep(0.02)
+        async with asyncio.timeout(30):  # a regression fails here instead of hanging
+            while 4 in hub.users:  # noqa: ASYNC110 (polling server state from a test)
+                await asyncio.sleep(0.02)
         return await asyncio.to_thread(slow.close_code)
 
     code, *results = await asyncio.gather(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatserver.keys import STORE
+from chatserver.app import apply_retention
 from tests.conftest import ChatServer, Connect, Peer
 
 
@@ -86,7 +86,7 @@ async def test_retention_keeps_the_newest_per_room(chat: ChatServer, connect: Co
     peer = await connect(json=True)
     await post(peer, 12)
     assert chat.app is not None
-    deleted = await chat.app[STORE].prune(5, 0)
+    deleted = await apply_retention(chat.app)
     assert deleted == 7
     await peer.send_json(type="history", room="lobby", limit=50)
     history = await peer.until_type("history")

