@@ -159,7 +159,7 @@ def _websocket_url(text: str) -> URL:
 
 
 def _history_count(text: str) -> int:
-    if not text.isdigit() or int(text) > 500:
+    if not (text.isascii() and text.isdigit()) or int(text) > 500:
         raise argparse.ArgumentTypeError(f"not a number from 0 to 500: {text}")
     return int(text)
 
@@ -358,7 +358,7 @@ def _message(text: str, state: ChatState) -> Action:
 
 def _room_command(verb: str, arg: str, state: ChatState) -> Action:
     if verb == "history":
-        if arg and not (arg.isdigit() and 1 <= int(arg) <= 500):
+        if arg and not (arg.isascii() and arg.isdigit() and 1 <= int(arg) <= 500):
             return Say("Usage: /history [N], N from 1 to 500")
         limit, arg = int(arg) if arg else DEFAULT_HISTORY, ""
     where = _where(arg, state)

@@ -137,9 +137,25 @@ def parse_text_command(line: str, current_room: str | None) -> AnyCommand:
 def _int_arg(text: str, default: int) -> int:
     if not text:
         return default
-    if not text.isdigit():
+    number = parse_uint(text)
+    if number is None:
         raise CommandError("bad_request", f"not a number: {text}")
-    return int(text)
+    return number
+
+
+MAX_UINT_DIGITS: Final = 18  # every such number fits SQLite's 64-bit integers
+
+
+def parse_uint(text: str) -> int | None:
+    """``text`` as a non-negative integer if it is 1 to 18 ASCII digits, else None.
+
+    Every number that arrives as text goes through here: ``str.isdigit()`` alone
+    admits digits such as "²" that ``int()`` refuses, and ``int()`` refuses more
+    than 4,300 digits; either would escape as a ValueError instead of an error reply.
+    """
+    if 0 < len(text) <= MAX_UINT_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 # --------------------------------------------------------------------------- validation

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 
 from .errors import CommandError
-from .protocol import validate_room
+from .protocol import parse_uint, validate_room
 
 MAX_CURSORS = 50
 
@@ -25,7 +25,8 @@ def parse_last(value: str) -> dict[str, int]:
     cursors: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in value.split(","))):
         room, sep, last = item.rpartition(":")
-        if not sep or not last.isdigit() or len(cursors) >= MAX_CURSORS:
+        last_id = parse_uint(last)
+        if not sep or last_id is None or len(cursors) >= MAX_CURSORS:
             raise CommandError("bad_request", f"bad 'last' cursor {item!r}: use room:id,room:id")
-        cursors[validate_room(room)] = int(last)
+        cursors[validate_room(room)] = last_id
     return cursors

@@ -49,6 +49,7 @@ from .protocol import (
     default_name,
     parse_json_command,
     parse_text_command,
+    parse_uint,
     validate_name,
     validate_room,
 )
@@ -233,10 +234,10 @@ def _replay_request(request: web.Request, identity: _Identity) -> tuple[dict[str
     try:
         if identity.resumed:
             last = parse_last(request.query.get("last", ""))
-        raw = request.query.get("history", "0")
-        if not raw.isdigit():
+        wanted = parse_uint(request.query.get("history", "0"))
+        if wanted is None:
             raise CommandError("bad_request", "history must be a number of messages")
-        history = min(int(raw), MAX_HISTORY_LIMIT)
+        history = min(wanted, MAX_HISTORY_LIMIT)
     except CommandError as exc:
         identity.notices.append(ErrorEvent(code=exc.code, message=exc.message))
     return last, history

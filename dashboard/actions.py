@@ -16,6 +16,7 @@ from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.hub import Hub
 from chatserver.moderation import Moderation, parse_duration
+from chatserver.protocol import parse_uint
 
 from .rows import connection_row
 
@@ -45,8 +46,8 @@ def int_field(fields: Fields, key: str) -> int | None:
     value = fields.get(key)
     if value is None or value == "":
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str) and (number := parse_uint(value.strip())) is not None:
+        return number
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     raise CommandError("bad_request", f"{key} must be a non-negative integer")

@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 
 from chatserver.errors import CommandError
 from chatserver.keys import HUB, SETTINGS
+from chatserver.protocol import parse_uint
 from chatserver.ws import client_address
 
 from . import actions
@@ -95,9 +96,10 @@ async def json_body(request: web.Request) -> dict[str, object]:
 
 def path_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    number = parse_uint(raw)
+    if number is None:
         raise CommandError("not_found", f"no such id: {raw}")
-    return int(raw)
+    return number
 
 
 def outcome_response(outcome: actions.Outcome) -> web.Response:
@@ -132,10 +134,10 @@ async def get_stats(request: web.Request) -> web.Response:
 
 async def get_rooms(request: web.Request) -> web.Response:
     hub, live = request.config_dict[HUB], request.config_dict[LIVE]
-    limit = request.query.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+    limit = parse_uint(request.query.get("limit", "50"))
+    if limit is None or not 1 <= limit <= 1000:
         raise CommandError("bad_request", "limit must be 1..1000")
-    rows = room_rows(hub, live.sampler.room_rates, int(limit))
+    rows = room_rows(hub, live.sampler.room_rates, limit)
     return web.json_response({"total": len(hub.rooms), "rooms": rows})
 
 
@@ -151,12 +153,14 @@ async def get_mutes(request: web.Request) -> web.Response:
 
 async def get_audit(request: web.Request) -> web.Response:
     moderation = request.config_dict[MODERATION]
-    limit, before = request.query.get("limit", "100"), request.query.get("before", "")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_AUDIT_LIMIT:
+    limit = parse_uint(request.query.get("limit", "100"))
+    if limit is None or not 1 <= limit <= MAX_AUDIT_LIMIT:
         raise CommandError("bad_request", f"limit must be 1..{MAX_AUDIT_LIMIT}")
-    if before and (not before.isdigit() or len(before) > 18):
+    raw_before = request.query.get("before", "")
+    before = parse_uint(raw_before) if raw_before else None
+    if raw_before and before is None:
         raise CommandError("bad_request", "before must be an audit entry id")
-    entries, more = await moderation.audit_page(int(limit), int(before) if before else None)
+    entries, more = await moderation.audit_page(limit, before)
     return web.json_response({"entries": [e.as_dict() for e in entries], "more": more})
 
 

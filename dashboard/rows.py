@@ -21,6 +21,7 @@ from typing import Any
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.hub import Hub, Room
+from chatserver.protocol import parse_uint
 
 HOSTNAME = socket.gethostname()
 MAX_PER_PAGE = 200
@@ -233,8 +234,8 @@ def _text(value: object) -> str:
 def _positive(value: object, name: str) -> int:
     if isinstance(value, bool):
         raise CommandError("bad_request", f"{name} must be a positive integer")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        value = parse_uint(value.strip())
     if not isinstance(value, int) or value < 1 or value > 1_000_000:
         raise CommandError("bad_request", f"{name} must be a positive integer")
     return value

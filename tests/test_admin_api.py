@@ -186,6 +186,21 @@ async def test_bad_paging_is_400(client: Client) -> None:
     await api(client, "GET", "audit", status=400, limit="100000")
 
 
+# "²" passes str.isdigit() but not int(); 5,000 digits pass both checks but int() refuses them.
+@pytest.mark.parametrize("number", ["²", "9" * 5000])
+async def test_odd_numbers_get_an_error_reply_not_a_500(client: Client, number: str) -> None:
+    """Every number the API reads from text is refused cleanly, in paths, queries and bodies."""
+    await api(client, "GET", "connections", status=400, page=number)
+    await api(client, "GET", "connections", status=400, per_page=number)
+    await api(client, "GET", "rooms", status=400, limit=number)
+    await api(client, "GET", "audit", status=400, limit=number)
+    await api(client, "GET", "audit", status=400, before=number)
+    await api(client, "POST", "kick", {"conn_id": number}, status=400)
+    for path in (f"bans/{number}", f"mutes/{number}"):
+        assert (await api(client, "DELETE", path, status=404))["error"]["code"] == "not_found"
+    assert (await api(client, "GET", "connections"))["total"] == 0  # the server is fine
+
+
 # --------------------------------------------------------------------------- reading
 
 

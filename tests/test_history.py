@@ -51,6 +51,21 @@ async def test_text_history_command(connect: Connect) -> None:
     assert await peer.text() == "User 1: two\nUser 1: three\n(end of history for #lobby)"
 
 
+async def test_odd_numbers_in_history_requests_get_an_error(connect: Connect) -> None:
+    """A "²" passes str.isdigit() but not int(): an error reply; the socket stays usable."""
+    peer = await connect(json=True, history="²")
+    await peer.until_type("welcome")
+    assert (await peer.until_type("error"))["code"] == "bad_request"
+    await peer.send_json(type="message", text="still here")
+    assert (await peer.until_type("message"))["text"] == "still here"
+    text = await connect()
+    await text.until("User 2 has connected")
+    await text.send("/history ²")
+    assert await text.until("Error") == "Error: not a number: ² (bad_request)"
+    await text.send("me too")
+    assert await text.until("me too") == "User 2: me too"
+
+
 async def test_history_on_connect_comes_before_live(chat: ChatServer, connect: Connect) -> None:
     """?history=N delivers the last N messages right after welcome, then live ones."""
     writer = await connect(json=True)
