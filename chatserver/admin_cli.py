@@ -197,9 +197,9 @@ async def perform(url: str, token: str, call: Call) -> Json:
     except ValueError:
         raise AdminError(f"HTTP {status} from {url}: not JSON: {text[:200]!r}") from None
     if status >= 400 or not isinstance(data, dict):
-        error = data.get("error", {}) if isinstance(data, dict) else {}
-        message = error.get("message", text[:200]) if isinstance(error, dict) else text[:200]
-        code = error.get("code", status) if isinstance(error, dict) else status
+        error = data.get("error") if isinstance(data, dict) else None
+        error = error if isinstance(error, dict) else {}
+        message, code = error.get("message", text[:200]), error.get("code", status)
         raise AdminError(f"{message} ({code}, HTTP {status})")
     return data
 

@@ -9,13 +9,13 @@ turns into its own answer.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.hub import Hub
-from chatserver.moderation import Moderation, parse_duration
+from chatserver.moderation import Moderation, parse_duration, until_text
 from chatserver.protocol import parse_uint
 
 from .rows import connection_row
@@ -68,9 +68,8 @@ def find_connection(hub: Hub, fields: Fields) -> Connection:
         text_field(fields, "name"),
     )
     if conn_id is not None:
-        conn = hub.find(conn_id)
-        what = f"connection {conn_id}"
-    elif user_id is not None:
+        return live_connection(hub, conn_id)
+    if user_id is not None:
         conn = hub.users.get(user_id)
         what = f"user {user_id}"
     elif name is not None:
@@ -81,6 +80,20 @@ def find_connection(hub: Hub, fields: Fields) -> Connection:
     if conn is None:
         raise CommandError("not_found", f"{what} is not connected")
     return conn
+
+
+def live_connection(hub: Hub, conn_id: int) -> Connection:
+    conn = hub.find(conn_id)
+    if conn is None:
+        raise CommandError("not_found", f"connection {conn_id} is not connected")
+    return conn
+
+
+def required_id(fields: Fields, key: str) -> int:
+    value = int_field(fields, key)
+    if value is None:
+        raise CommandError("bad_request", f"{key} is required")
+    return value
 
 
 async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
@@ -95,8 +108,9 @@ async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> 
 async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
     """Ban a live connection (``conn_id`` and ``by``) or a ``name`` and/or ``address``."""
     name, address = text_field(fields, "name"), text_field(fields, "address")
-    if int_field(fields, "conn_id") is not None:
-        conn = find_connection(hub, {"conn_id": fields["conn_id"]})
+    conn_id = int_field(fields, "conn_id")
+    if conn_id is not None:
+        conn = live_connection(hub, conn_id)
         by = text_field(fields, "by") or "name"
         if by not in BAN_BY:
             raise CommandError("bad_request", "by is one of: name, address, both")
@@ -110,16 +124,14 @@ async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> O
         actor=actor,
     )
     return Outcome(
-        f"Banned {record.target()} {record.as_dict()['until_text']}"
-        f" ({kicked} connection(s) closed).",
+        f"Banned {record.target()} {until_text(record.until)} ({kicked} connection(s) closed).",
         {"ban": record.as_dict(), "kicked": kicked},
         201,
     )
 
 
-async def unban(moderation: Moderation, ban_id: int | None, actor: str) -> Outcome:
-    if ban_id is None:
-        raise CommandError("bad_request", "ban_id is required")
+async def unban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    ban_id = required_id(fields, "ban_id")
     record = await moderation.lift_ban(ban_id, actor)
     return Outcome(f"Lifted ban {ban_id} ({record.target()}).", {"lifted": record.as_dict()})
 
@@ -127,8 +139,9 @@ async def unban(moderation: Moderation, ban_id: int | None, actor: str) -> Outco
 async def mute(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
     """Mute a live connection (``conn_id``), a ``user_id`` or a ``name``."""
     user_id, name = int_field(fields, "user_id"), text_field(fields, "name")
-    if int_field(fields, "conn_id") is not None:
-        conn = find_connection(hub, {"conn_id": fields["conn_id"]})
+    conn_id = int_field(fields, "conn_id")
+    if conn_id is not None:
+        conn = live_connection(hub, conn_id)
         user_id, name = conn.user.id, conn.name
     record = await moderation.mute(
         user_id=user_id,
@@ -138,20 +151,18 @@ async def mute(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> 
         actor=actor,
     )
     return Outcome(
-        f"Muted {record.target()} {record.as_dict()['until_text']}.",
+        f"Muted {record.target()} {until_text(record.until)}.",
         {"mute": record.as_dict()},
         201,
     )
 
 
-async def unmute(moderation: Moderation, mute_id: int | None, actor: str) -> Outcome:
-    if mute_id is None:
-        raise CommandError("bad_request", "mute_id is required")
-    record = await moderation.unmute(mute_id, actor)
+async def unmute(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    record = await moderation.unmute(required_id(fields, "mute_id"), actor)
     return Outcome(f"Unmuted {record.target()}.", {"lifted": record.as_dict()})
 
 
-async def announce(moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+async def announce(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
     text = fields.get("text")
     if not isinstance(text, str):
         raise CommandError("bad_request", "text (a string) is required")
@@ -162,6 +173,18 @@ async def announce(moderation: Moderation, fields: Fields, actor: str) -> Outcom
         f"Announced to {where} ({recipients} recipient(s)).",
         {"room": room, "recipients": recipients},
     )
+
+
+# One signature for every action, so both edges can dispatch by name.
+Action = Callable[[Hub, Moderation, Fields, str], Awaitable[Outcome]]
+BY_NAME: dict[str, Action] = {
+    "kick": kick,
+    "ban": ban,
+    "unban": unban,
+    "mute": mute,
+    "unmute": unmute,
+    "announce": announce,
+}
 
 
 def status_of(error: CommandError) -> int:

@@ -72,8 +72,7 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-    answer.headers["Cache-Control"] = "no-store"
-    return answer
+    return answer  # dashboard_headers marks it no-store, like every admin response
 
 
 def actor(request: web.Request) -> str:
@@ -118,7 +117,7 @@ async def get_connections(request: web.Request) -> web.Response:
 
 async def get_connection(request: web.Request) -> web.Response:
     hub = request.config_dict[HUB]
-    conn = actions.find_connection(hub, {"conn_id": path_id(request)})
+    conn = actions.live_connection(hub, path_id(request))
     return web.json_response({"connection": connection_row(hub, conn)})
 
 
@@ -167,45 +166,35 @@ async def get_audit(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- acting
 
 
+async def act(request: web.Request, action: actions.Action, fields: actions.Fields) -> web.Response:
+    config = request.config_dict
+    outcome = await action(config[HUB], config[MODERATION], fields, actor(request))
+    return outcome_response(outcome)
+
+
+def with_body(action: actions.Action) -> Handler:
+    """A route that runs ``action`` on the request's JSON body."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return await act(request, action, await json_body(request))
+
+    return handler
+
+
+def on_path_id(action: actions.Action, key: str) -> Handler:
+    """A route that runs ``action`` on the ``{id}`` of its path, as field ``key``."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return await act(request, action, {key: path_id(request)})
+
+    return handler
+
+
 async def post_kick_connection(request: web.Request) -> web.Response:
     body = await json_body(request)
-    fields = {"reason": body.get("reason"), "conn_id": path_id(request)}
-    hub, moderation = request.config_dict[HUB], request.config_dict[MODERATION]
-    return outcome_response(await actions.kick(hub, moderation, fields, actor(request)))
-
-
-async def post_kick(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    hub, moderation = request.config_dict[HUB], request.config_dict[MODERATION]
-    return outcome_response(await actions.kick(hub, moderation, body, actor(request)))
-
-
-async def post_ban(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    hub, moderation = request.config_dict[HUB], request.config_dict[MODERATION]
-    return outcome_response(await actions.ban(hub, moderation, body, actor(request)))
-
-
-async def delete_ban(request: web.Request) -> web.Response:
-    moderation = request.config_dict[MODERATION]
-    return outcome_response(await actions.unban(moderation, path_id(request), actor(request)))
-
-
-async def post_mute(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    hub, moderation = request.config_dict[HUB], request.config_dict[MODERATION]
-    return outcome_response(await actions.mute(hub, moderation, body, actor(request)))
-
-
-async def delete_mute(request: web.Request) -> web.Response:
-    moderation = request.config_dict[MODERATION]
-    return outcome_response(await actions.unmute(moderation, path_id(request), actor(request)))
-
-
-async def post_announce(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    moderation = request.config_dict[MODERATION]
-    return outcome_response(await actions.announce(moderation, body, actor(request)))
+    return await act(
+        request, actions.kick, {"reason": body.get("reason"), "conn_id": path_id(request)}
+    )
 
 
 def create_api() -> web.Application:
@@ -215,14 +204,14 @@ def create_api() -> web.Application:
         ("GET", "/connections", get_connections),
         ("GET", "/connections/{id}", get_connection),
         ("POST", "/connections/{id}/kick", post_kick_connection),
-        ("POST", "/kick", post_kick),
+        ("POST", "/kick", with_body(actions.kick)),
         ("GET", "/bans", get_bans),
-        ("POST", "/bans", post_ban),
-        ("DELETE", "/bans/{id}", delete_ban),
+        ("POST", "/bans", with_body(actions.ban)),
+        ("DELETE", "/bans/{id}", on_path_id(actions.unban, "ban_id")),
         ("GET", "/mutes", get_mutes),
-        ("POST", "/mutes", post_mute),
-        ("DELETE", "/mutes/{id}", delete_mute),
-        ("POST", "/announce", post_announce),
+        ("POST", "/mutes", with_body(actions.mute)),
+        ("DELETE", "/mutes/{id}", on_path_id(actions.unmute, "mute_id")),
+        ("POST", "/announce", with_body(actions.announce)),
         ("GET", "/audit", get_audit),
         ("GET", "/stats", get_stats),
         ("GET", "/rooms", get_rooms),

@@ -36,10 +36,11 @@ LOGIN_REFILL = 6.0  # ... then one more every this many seconds
 
 
 def token_matches(given: str, expected: str) -> bool:
-    """Constant-time comparison of a presented token with the admin token.
+    """Constant-time comparison of a presented secret with the expected one
+    (the admin token, a session's CSRF token, the login form's nonce).
 
-    Empty, oversized and unencodable (non-UTF-8 header bytes) tokens never match,
-    and an empty admin token matches nothing: the dashboard is never open.
+    Empty, oversized and unencodable (non-UTF-8 header bytes) values never match,
+    and an empty expected value matches nothing: the dashboard is never open.
     """
     if not given or not expected or len(given) > MAX_TOKEN_CHARS:
         return False
@@ -49,15 +50,6 @@ def token_matches(given: str, expected: str) -> bool:
         return False
     expected_bytes = expected.encode("utf-8", "surrogateescape")
     return hmac.compare_digest(given_bytes, expected_bytes)
-
-
-def values_match(given: str, expected: str) -> bool:
-    """Constant-time comparison of two random tokens (CSRF, session ids)."""
-    if not given or len(given) > MAX_TOKEN_CHARS:
-        return False
-    return hmac.compare_digest(
-        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
-    )
 
 
 def bearer_token(request: web.Request) -> str:

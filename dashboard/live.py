@@ -10,7 +10,7 @@ rows whole, removed rows by id, changed rows as ``{id, field: value}``.
 Messages (server to browser), all JSON objects with a ``type``:
 
 * ``init``: ``stats``, ``chart`` ([ts, in/s, out/s] for the last minutes),
-  ``bans``, ``mutes``, ``audit`` (newest first), ``limits``.
+  ``bans``, ``mutes``, ``audit`` (newest first).
 * ``stats``: changed header fields; ``sample`` [ts, in/s, out/s].
 * ``conns`` (after the first view): ``reset`` + ``rows`` after a new view; else ``add``, ``remove``,
   ``update``; ``order`` (visible ids) when it changed; ``total``, ``page``,
@@ -104,6 +104,10 @@ class LiveHub:
         self.sampler = Sampler(hub)
         self.viewers: set[Viewer] = set()
         self.node = ""
+        # What every viewer shows the same, read once a tick rather than per viewer
+        # (the room ranking walks every room; RSS is a /proc read).
+        self.tick_stats: Row = {}
+        self.tick_rooms: list[Row] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -159,6 +163,11 @@ class LiveHub:
         self.sampler.sample()
         self.moderation.expire()
         self.sessions.prune()
+        if not self.viewers:
+            return
+        self.tick_stats = self.stats()
+        del self.tick_stats["uptime"]  # the browser counts from "started"
+        self.tick_rooms = room_rows(self.hub, self.sampler.room_rates)
         for viewer in list(self.viewers):
             viewer.want("tick")
 
@@ -184,7 +193,6 @@ class Viewer:
         self.wake = asyncio.Event()
         self.wake.set()
         self.urgent = asyncio.Event()
-        self.bytes_sent = 0
 
     # ------------------------------------------------------------------ wake-ups
 
@@ -227,9 +235,7 @@ class Viewer:
                     await self.close(CLOSE_SESSION_ENDED, "session expired: log in again")
                     return
                 for message in self.build():
-                    data = json.dumps(message, separators=(",", ":"))
-                    self.bytes_sent += len(data)
-                    await self.ws.send_str(data)
+                    await self.ws.send_str(json.dumps(message, separators=(",", ":")))
                 # Coalesce bursts of changes, but answer a new view at once.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.urgent.wait(), COALESCE)
@@ -287,8 +293,7 @@ class Viewer:
         }
 
     def _stats(self) -> dict[str, Any]:
-        stats = self.live.stats()
-        stats.pop("uptime")  # the browser counts from "started"
+        stats = self.live.tick_stats
         changed = _changed(self.stats, stats)
         self.stats.update(stats)
         history = self.live.sampler.history
@@ -306,7 +311,7 @@ class Viewer:
         return changed
 
     def _rooms(self, reset: bool) -> dict[str, Any] | None:
-        rows = room_rows(self.hub, self.live.sampler.room_rates)
+        rows = room_rows(self.hub, self.live.sampler.room_rates) if reset else self.live.tick_rooms
         fresh = {row["name"]: row for row in rows}
         message = _diff("name", self.rooms, fresh, reset)
         order = list(fresh)

@@ -82,13 +82,6 @@ class ConnectionQuery:
             )
         return True
 
-    def as_params(self) -> dict[str, str]:
-        """The non-default fields, for links and the live channel's first view."""
-        params = {key: str(getattr(self, key)) for key in ("q", "name", "room", "address")}
-        params.update(sort=self.sort, page=str(self.page), per_page=str(self.per_page))
-        defaults = ConnectionQuery()
-        return {k: v for k, v in params.items() if v != str(getattr(defaults, k))}
-
 
 @dataclasses.dataclass(slots=True)
 class Selection:
@@ -145,15 +138,12 @@ def _conn_id(conn: Connection) -> int:
 
 
 def node_of(hub: Hub, conn: Connection) -> str:
-    """The node serving ``conn``: the hub's node id (Redis mode) or hostname:port."""
+    """The node serving ``conn``: hostname:port."""
     return request_node(hub, conn.transport.get_extra_info("sockname"))
 
 
 def request_node(hub: Hub, sockname: object) -> str:
-    """This node's name as seen by a request: the node id or hostname:listening port."""
-    node_id = getattr(hub, "node_id", None)
-    if isinstance(node_id, str) and node_id:
-        return node_id
+    """This node's name as seen by a request: hostname:listening port."""
     port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else hub.settings.port
     return f"{HOSTNAME}:{port}"
 

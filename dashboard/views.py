@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp_jinja2
@@ -25,6 +25,7 @@ from chatserver.moderation import format_time
 from chatserver.ws import client_address
 
 from . import actions
+from .api import error_response, outcome_response
 from .auth import (
     COOKIE_PATH,
     LOGIN_COOKIE,
@@ -33,11 +34,10 @@ from .auth import (
     new_login_nonce,
     same_origin,
     token_matches,
-    values_match,
 )
 from .keys import LIMITER, LIVE, MODERATION, SESSIONS
 from .live import AUDIT_SHOWN, serve_viewer
-from .rows import ConnectionQuery, connection_row, room_rows, select
+from .rows import SORTS, ConnectionQuery, connection_row, room_rows, select
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return response
     form = await request.post()
     nonce, cookie = form.get("csrf"), request.cookies.get(LOGIN_COOKIE, "")
-    if not isinstance(nonce, str) or not cookie or not values_match(nonce, cookie):
+    if not isinstance(nonce, str) or not cookie or not token_matches(nonce, cookie):
         return _login_form(request, 403, "The form has expired; please log in again.")
     token = form.get("token")
     if not isinstance(token, str) or not token_matches(
@@ -147,7 +147,7 @@ async def _check_post(request: web.Request, session: AdminSession) -> web.Respon
     given = form.get("csrf")
     if not isinstance(given, str):
         given = request.headers.get("X-CSRF-Token", "")
-    if not values_match(given, session.csrf):
+    if not token_matches(given, session.csrf):
         return _refusal(request, 403, "missing or wrong CSRF token; reload the page")
     return None
 
@@ -180,8 +180,7 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
         "bans": moderation.active_bans(),
         "mutes": moderation.active_mutes(),
         "audit": list(reversed(moderation.recent_audit))[:AUDIT_SHOWN],
-        "sorts": ["id", "buffer", "messages_in", "messages_out", "bytes_out", "activity"],
-        "params": query.as_params(),
+        "sorts": ["id", *SORTS],
     }
     return aiohttp_jinja2.render_template("dashboard.html", request, context)
 
@@ -199,47 +198,6 @@ async def live_channel(request: web.Request) -> web.StreamResponse:
 
 # --------------------------------------------------------------------------- actions
 
-Action = Callable[[web.Request, dict[str, object], str], Awaitable[actions.Outcome]]
-
-
-async def _kick(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
-    config = request.config_dict
-    return await actions.kick(config[HUB], config[MODERATION], fields, actor)
-
-
-async def _ban(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
-    config = request.config_dict
-    return await actions.ban(config[HUB], config[MODERATION], fields, actor)
-
-
-async def _unban(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
-    ban_id = actions.int_field(fields, "ban_id")
-    return await actions.unban(request.config_dict[MODERATION], ban_id, actor)
-
-
-async def _mute(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
-    config = request.config_dict
-    return await actions.mute(config[HUB], config[MODERATION], fields, actor)
-
-
-async def _unmute(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
-    mute_id = actions.int_field(fields, "mute_id")
-    return await actions.unmute(request.config_dict[MODERATION], mute_id, actor)
-
-
-async def _announce(request: web.Request, fields: dict[str, object], actor: str) -> actions.Outcome:
-    return await actions.announce(request.config_dict[MODERATION], fields, actor)
-
-
-ACTIONS: dict[str, Action] = {
-    "kick": _kick,
-    "ban": _ban,
-    "unban": _unban,
-    "mute": _mute,
-    "unmute": _unmute,
-    "announce": _announce,
-}
-
 
 async def action(request: web.Request) -> web.StreamResponse:
     """``POST /admin/action/{name}`` from a dashboard form."""
@@ -249,7 +207,7 @@ async def action(request: web.Request) -> web.StreamResponse:
     refusal = await _check_post(request, session)
     if refusal is not None:
         return refusal
-    handler = ACTIONS.get(request.match_info["name"])
+    handler = actions.BY_NAME.get(request.match_info["name"])
     if handler is None:
         raise web.HTTPNotFound(text="no such action\n")
     form = await request.post()
@@ -257,17 +215,15 @@ async def action(request: web.Request) -> web.StreamResponse:
         k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"
     }
     try:
-        outcome = await handler(request, fields, f"dashboard@{address_of(request)}")
+        config, actor = request.config_dict, f"dashboard@{address_of(request)}"
+        outcome = await handler(config[HUB], config[MODERATION], fields, actor)
     except CommandError as exc:
         if _wants_json(request):
-            body = {"error": {"code": exc.code, "message": exc.message}}
-            return web.json_response(body, status=actions.status_of(exc))
+            return error_response(actions.status_of(exc), exc.code, exc.message)
         session.flash = f"Error: {exc.message}"
         raise web.HTTPSeeOther(HOME_URL) from None
     if _wants_json(request):
-        return web.json_response(
-            {"message": outcome.message, **outcome.data}, status=outcome.status
-        )
+        return outcome_response(outcome)
     session.flash = outcome.message
     raise web.HTTPSeeOther(HOME_URL)
 
@@ -311,6 +267,6 @@ def _clock(ts: float) -> str:
 def human_bytes(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(size) < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+            break
         size /= 1024
-    return f"{size:.1f} GiB"
+    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

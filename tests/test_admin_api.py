@@ -53,6 +53,7 @@ async def api(
     ) as response:
         data: dict[str, Any] = await response.json()
         assert response.status == status, data
+        assert response.headers["Cache-Control"] == "no-store"
         return data
 
 
