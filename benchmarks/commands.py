@@ -50,13 +50,12 @@ class Connected:
 class StartPhase:
     """Zero the statistics and window counters; choose what to do with frames.
 
-    The warm-up tracks the window without counting statistics, with the
-    slow clients still reading; the measured phase does all three.
+    The warm-up tracks the window without counting statistics; the measured
+    phase does both. Slow clients are paused from the moment they connect.
     """
 
     track_window: bool
     counting: bool = True
-    pause_slow: bool = True
 
 
 @dataclass(frozen=True)

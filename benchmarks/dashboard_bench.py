@@ -25,8 +25,6 @@ import contextlib
 import json
 import os
 import re
-import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +39,10 @@ from typing import Any, cast
 import aiohttp
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
+from benchmarks.limits import raise_open_files_limit
+from benchmarks.monitor import ProcessMonitor
+from benchmarks.report import table
+from benchmarks.server import free_port
 
 TOKEN = "bench-admin-token"
 
@@ -160,11 +162,6 @@ def server_process(port: int, db: Path) -> Any:
             proc.wait(5)
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def server_rss(pid: int) -> int:
-    with open(f"/proc/{pid}/statm", "rb") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 # --------------------------------------------------------------------------- measuring
@@ -336,22 +333,6 @@ async def measure_browser(base: str, results: Results) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < needed:
-        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is below the {needed} needed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def chat_clients(port: int, args: argparse.Namespace) -> AsyncIterator[list[RawChat]]:
     clients = await open_many(port, args.connections, args.rooms, args.parallel)
@@ -371,7 +352,7 @@ async def run(args: argparse.Namespace) -> Results:
         async with chat_clients(port, args) as clients:
             results.connect_seconds = time.perf_counter() - started
             await asyncio.sleep(2)  # let presence and session writes settle
-            results.server_rss_mib = server_rss(proc.pid) / 2**20
+            results.server_rss_mib = ProcessMonitor(proc.pid).rss() / 2**20
             jar = aiohttp.CookieJar(unsafe=True)
             async with aiohttp.ClientSession(cookie_jar=jar) as http:
                 await log_in(http, base)
@@ -407,14 +388,13 @@ def markdown(results: Results, command: str) -> str:
     for section in ("page", "push", "browser"):
         for key, value in getattr(results, section).items():
             rows.append((f"{section}: {key.replace('_', ' ')}", f"{value:,.1f}"))
-    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (
         f"## 6. Admin dashboard under {results.connections:,} connections\n\n"
         "Server render of `GET /admin/` (median and p95 of repeated loads), a filtered "
         "page and a far API page; the push channel's bytes/s while idle and while the "
         "viewed rows chat; how fast a new view (filter, page, sort, room) comes back; "
         "and, in Chromium, the time until the live rows show.\n\n"
-        f"| measure | value |\n| --- | --- |\n{table}\n\n- `{command}`"
+        f"{table(('measure', 'value'), rows)}\n\n- `{command}`"
     )
 
 
@@ -431,7 +411,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    raise_fd_limit(args.connections + 1024)
+    needed = args.connections + 1024
+    if raise_open_files_limit() < needed:
+        raise SystemExit(f"the open-files hard limit is below the {needed} needed")
     results = asyncio.run(run(args))
     print(report(results))
     if args.json_out:

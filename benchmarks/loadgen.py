@@ -269,7 +269,7 @@ async def publish_and_measure(rig: FanoutRig, config: FanoutConfig) -> FanoutRes
     pool, monitor = rig.pool, rig.monitor
     window = Window(rig.senders, rig.target.dialect, len(pool), config.window, config.size)
     rig.relay.target = window.on_acks
-    warm_up = StartPhase(track_window=True, counting=False, pause_slow=False)
+    warm_up = StartPhase(track_window=True, counting=False)
     await pool.ask_all(warm_up, PhaseStarted, REPLY_TIMEOUT)
     if not await window.warm_up(config.warmup_timeout):
         raise LoadFailed(f"warm-up probe never reached every client\n{rig.server.output()}")
@@ -283,7 +283,8 @@ async def publish_and_measure(rig: FanoutRig, config: FanoutConfig) -> FanoutRes
     server_cpu, own_cpu = monitor.cpu_seconds() - cpu_before, cpu_seconds() - own_before
     await monitor.stop()
     reports = await pool.ask_all(StopPhase(), WorkerReport, REPLY_TIMEOUT)
-    slow = rig.connected.ready - healthy
+    # Counted from the plan: a healthy receiver that dropped is not a slow one.
+    slow = sum(spec.slow for spec in fanout_specs(config))
     slow_codes, still_open = await collect_slow(pool, slow, config.slow_close_timeout)
     deliveries = sum(r.received for r in reports)
     elapsed = max(t1 - t0, 1e-9)
@@ -462,7 +463,7 @@ async def run_idle(target: Target, config: IdleConfig) -> IdleResult:
         connect_cpu = monitor.cpu_seconds() - cpu_at_start
         await wait_settled(pool, config.settle_timeout)
         rss_after = monitor.rss()
-        idle = StartPhase(track_window=False, counting=False, pause_slow=False)
+        idle = StartPhase(track_window=False, counting=False)
         await pool.ask_all(idle, PhaseStarted, REPLY_TIMEOUT)
         cpu_before, t0 = monitor.cpu_seconds(), time.monotonic()
         await asyncio.sleep(config.idle)

@@ -8,6 +8,7 @@ minute on the shared machine does not land on one target only.
 import asyncio
 import dataclasses
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -204,8 +205,10 @@ def fanout_verdict(runs: Runs[FanoutResult]) -> str:
     if not base:
         return "Our server has no successful run: targets not evaluated."
     speed = median_rate(base)
-    over_broadcast = speed / median_rate(runs.of(BROADCAST.name) or base)
-    over_seed = speed / median_rate(runs.of(SEED.name) or base)
+    # A peer with no successful run gives 0x (MISSED), not a ratio to ourselves.
+    broadcast, seed = runs.of(BROADCAST.name), runs.of(SEED.name)
+    over_broadcast = speed / median_rate(broadcast) if broadcast else 0.0
+    over_seed = speed / median_rate(seed) if seed else 0.0
     lossless = all(r.lost == 0 and r.drained for r in base)
     ordered = all(r.reordered == 0 for r in base)
     server = report.median(base, lambda r: r.server_cpu_s / r.elapsed_s)
@@ -329,10 +332,9 @@ def slow_row(target: Target, runs: list[FanoutResult], base: list[FanoutResult])
     """One target with slow clients next to the same target without."""
     p99 = report.median(runs, lambda r: r.latency.p99_us)
     base_p99 = report.median(base, lambda r: r.latency.p99_us)
-    codes: dict[str, int] = {}
+    codes: Counter[str] = Counter()
     for r in runs:
-        for code, count in r.slow_close_codes.items():
-            codes[code] = codes.get(code, 0) + count
+        codes.update(r.slow_close_codes)
     return [
         target.label,
         report.rate(median_rate(runs)),
@@ -356,8 +358,11 @@ def render_slow(plan: Plan, runs: Runs[FanoutResult], base: Runs[FanoutResult]) 
         slow_row(t, runs.of(t.name), base.of(t.name)) for t in slow_targets() if runs.of(t.name)
     ]
     ours_runs, ours_base = runs.of("ours"), base.of("ours")
-    p99_ratio = report.median(ours_runs, lambda r: r.latency.p99_us) / max(
-        1.0, report.median(ours_base, lambda r: r.latency.p99_us)
+    p99_ratio = (  # without runs of both there is nothing to compare: MISSED
+        report.median(ours_runs, lambda r: r.latency.p99_us)
+        / max(1.0, report.median(ours_base, lambda r: r.latency.p99_us))
+        if ours_runs and ours_base
+        else float("inf")
     )
     slow_total = sum(r.slow for r in ours_runs)
     closed = sum(r.slow_close_codes.get("4000", 0) for r in ours_runs)

@@ -86,12 +86,10 @@ class Worker:
         return Connected(len(self.receivers), self.hub.ready, tuple(errors[:5]), started, finished)
 
     def start_phase(self, command: StartPhase) -> PhaseStarted:
-        """Zero the statistics, maybe pause the slow clients, start the phase."""
+        """Zero the statistics and start the phase."""
         self.hub.reset()
         for receiver in self.receivers:
             receiver.received = receiver.reordered = 0
-            if receiver.slow and command.pause_slow:
-                receiver.pause()
         healthy = sum(1 for r in self.receivers if not r.paused and not r.closed.is_set())
         self.hub.need = healthy
         self.hub.track_window = command.track_window

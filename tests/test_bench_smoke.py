@@ -25,7 +25,7 @@ def test_load_generator_delivers_every_message_once_and_in_order() -> None:
         window=16,
         messages=MESSAGES,
         duration=30.0,
-        workers=1,
+        workers=2,  # as the full runs: receivers split over workers, acks merged
         connect_timeout=20.0,
         warmup_timeout=20.0,
         drain_timeout=10.0,
@@ -33,7 +33,8 @@ def test_load_generator_delivers_every_message_once_and_in_order() -> None:
     result = uvloop.run(bounded_fanout(config))
     assert result.messages == MESSAGES
     assert result.drained
+    assert (result.receivers, result.slow, result.disconnected) == (CLIENTS - 1, 0, 0)
+    # The receivers' own count, against what the window saw acknowledged.
     assert result.deliveries == MESSAGES * (CLIENTS - 1)
-    assert result.lost == 0
     assert result.reordered == 0
-    assert result.latency.p50_us <= result.latency.p99_us <= result.latency.max_us
+    assert 0 < result.latency.p50_us <= result.latency.max_us
