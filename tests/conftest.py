@@ -26,6 +26,8 @@ from chatserver.app import create_app
 from chatserver.settings import Settings
 
 TIMEOUT = 5.0
+ADMIN_TOKEN = "test-admin-token"  # every test server's admin token
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JSON = ("chat.v1",)
 
 
@@ -92,7 +94,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         host="127.0.0.1",
         port=0,
         db=str(tmp_path / "chat.db"),
-        admin_token="test-admin-token",
+        admin_token=ADMIN_TOKEN,
         heartbeat=0,
         rate_limit=0,
         max_connections_per_ip=0,
@@ -235,7 +237,7 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(*args: str, port: int | None = None) -> ServerProcess:
-        defaults = ["--db", str(tmp_path / "chat.db"), "--admin-token", "test-admin-token"]
+        defaults = ["--db", str(tmp_path / "chat.db"), "--admin-token", ADMIN_TOKEN]
         defaults += ["--rate-limit", "0", "--max-connections-per-ip", "0"]
         process = ServerProcess([*defaults, *args])
         if port is not None:

@@ -15,16 +15,14 @@ from pytest_aiohttp import AiohttpClient
 
 from chatserver import admin_cli
 from chatserver.app import create_app
-from tests.conftest import JSON, Peer, make_settings
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, JSON, Peer, make_settings
 
-TOKEN = "test-admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
 async def client(aiohttp_client: AiohttpClient, tmp_path: Path) -> Client:
-    return await aiohttp_client(create_app(make_settings(tmp_path, admin_token=TOKEN)))
+    return await aiohttp_client(create_app(make_settings(tmp_path, admin_token=ADMIN_TOKEN)))
 
 
 async def join(client: Client, name: str, *, json_mode: bool = True, **query: str) -> Peer:
@@ -49,7 +47,7 @@ async def api(
 ) -> dict[str, Any]:
     """One authenticated API call that must answer ``status``; its JSON body."""
     async with client.request(
-        method, "/admin/api/" + path, json=body, params=params or None, headers=AUTH
+        method, "/admin/api/" + path, json=body, params=params or None, headers=ADMIN_AUTH
     ) as response:
         data: dict[str, Any] = await response.json()
         assert response.status == status, data
@@ -84,7 +82,7 @@ async def refused_connect(client: Client, name: str) -> tuple[int | None, str]:
         {"Authorization": "Bearer "},
         {"Authorization": "Bearer tökén-ünïcode"},
         {"Authorization": "Bearer " + "x" * 5000},
-        {"Authorization": "Bearer " + TOKEN + "x"},
+        {"Authorization": "Bearer " + ADMIN_TOKEN + "x"},
     ],
     ids=["none", "wrong", "basic", "empty", "non-ascii", "oversized", "prefix"],
 )
@@ -119,7 +117,7 @@ async def test_api_rate_limits_failed_attempts(client: Client) -> None:
     for _ in range(10):
         async with client.get("/admin/api/stats", headers={"Authorization": "Bearer no"}) as r:
             assert r.status == 401
-    async with client.get("/admin/api/stats", headers=AUTH) as response:
+    async with client.get("/admin/api/stats", headers=ADMIN_AUTH) as response:
         assert response.status == 429
         assert int(response.headers["Retry-After"]) >= 1
 
@@ -151,7 +149,7 @@ async def test_api_unknown_route_is_json_404(client: Client) -> None:
 async def test_bad_json_bodies_are_400(client: Client, path: str, raw: bytes) -> None:
     """A body that is not a JSON object gets 400 with a JSON error."""
     async with client.post(
-        "/admin/api/" + path, data=raw, headers={**AUTH, "Content-Type": "application/json"}
+        "/admin/api/" + path, data=raw, headers={**ADMIN_AUTH, "Content-Type": "application/json"}
     ) as response:
         assert response.status == 400
         assert (await response.json())["error"]["code"] == "bad_json"
@@ -443,7 +441,7 @@ async def test_admin_cli_operates_the_server(
 ) -> None:
     """The operator commands list, kick, ban, unban, mute, announce and audit."""
     monkeypatch.setenv("CHAT_ADMIN_URL", f"http://127.0.0.1:{client.port}")
-    monkeypatch.setenv("CHAT_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("CHAT_ADMIN_TOKEN", ADMIN_TOKEN)
     dave = await join(client, "dave")
     code, out, _ = await run_cli(capsys, "connections")
     assert code == 0

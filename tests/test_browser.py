@@ -14,9 +14,8 @@ from pytest_aiohttp import AiohttpServer
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 from chatserver.app import create_app
-from tests.conftest import JSON, Peer, make_settings
+from tests.conftest import ADMIN_TOKEN, JSON, Peer, make_settings
 
-TOKEN = "test-admin-token"
 XSS_NAME = "<img src=x onerror=alert(1)>"
 XSS_TEXT = "<script>alert(2)</script><img src=y onerror=alert(3)>"
 WAIT_MS = 5000
@@ -54,7 +53,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def server(aiohttp_server: AiohttpServer, tmp_path: Path) -> TestServer:
-    return await aiohttp_server(create_app(make_settings(tmp_path, admin_token=TOKEN)))
+    return await aiohttp_server(create_app(make_settings(tmp_path, admin_token=ADMIN_TOKEN)))
 
 
 def base_url(server: TestServer) -> str:
@@ -86,7 +85,7 @@ async def new_page(browser: Browser, dialogs: list[str]) -> Page:
 async def log_in(page: Page, server: TestServer) -> None:
     await page.goto(base_url(server) + "/admin/")
     assert page.url.endswith("/admin/login")
-    await page.fill("#token", TOKEN)
+    await page.fill("#token", ADMIN_TOKEN)
     await page.click("form button[type=submit]")
     await page.wait_for_selector('body[data-live="1"]')
 
@@ -166,7 +165,7 @@ async def test_hostile_names_and_texts_show_literally_and_run_nothing(
 
 async def api_unmute(http: aiohttp.ClientSession, server: TestServer) -> None:
     url = base_url(server) + "/admin/api/mutes"
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with http.get(url, headers=auth) as response:
         mutes = (await response.json())["mutes"]
     for mute in mutes:

@@ -35,7 +35,7 @@ from cli_client import (
     judge_close,
     translate,
 )
-from tests.conftest import ChatServer, Connect, ServerProcess, free_port
+from tests.conftest import ADMIN_AUTH, ChatServer, Connect, ServerProcess, free_port
 
 TIMEOUT = 5.0
 RECONNECT_TIMEOUT = 15.0
@@ -44,7 +44,6 @@ FAST = Backoff(initial=0.05, minimum=0.05, factor=2.0, maximum=0.2)
 # No immediate retry after the first failure: time for a test to act meanwhile
 # (4.5-6 s with jitter, so a loaded machine still restarts a server in time).
 SLOW_SECOND = Backoff(initial=0.0, minimum=6.0, factor=1.0, maximum=6.0)
-ADMIN = {"Authorization": "Bearer test-admin-token"}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -135,7 +134,7 @@ async def cli() -> AsyncIterator[StartCli]:
 async def admin_post(http: aiohttp.ClientSession, chat: ChatServer, path: str, **body: Any) -> None:
     """POST to the admin API of ``chat`` with the test token."""
     url = chat.url(f"/admin/api/{path}").replace("ws", "http", 1)
-    async with http.post(url, json=body, headers=ADMIN) as response:
+    async with http.post(url, json=body, headers=ADMIN_AUTH) as response:
         assert response.ok, await response.text()
 
 

@@ -18,16 +18,15 @@ from pytest_aiohttp import AiohttpClient
 
 from chatserver.app import create_app
 from dashboard.keys import SESSIONS
-from tests.conftest import JSON, Peer, make_settings
+from tests.conftest import ADMIN_TOKEN, JSON, Peer, make_settings
 
-TOKEN = "test-admin-token"
 XSS_NAME = "<img src=x onerror=alert(1)>"
 Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
 async def client(aiohttp_client: AiohttpClient, tmp_path: Path) -> Client:
-    return await aiohttp_client(create_app(make_settings(tmp_path, admin_token=TOKEN)))
+    return await aiohttp_client(create_app(make_settings(tmp_path, admin_token=ADMIN_TOKEN)))
 
 
 async def join(client: Client, name: str, **query: str) -> Peer:
@@ -55,7 +54,7 @@ async def post_login(client: Client, token: str, nonce: str | None = None) -> in
 
 async def log_in(client: Client) -> str:
     """Log in; the session's CSRF token from the dashboard page."""
-    assert await post_login(client, TOKEN) == 303
+    assert await post_login(client, ADMIN_TOKEN) == 303
     async with client.get("/admin/", allow_redirects=False) as response:
         assert response.status == 200
         match = re.search(r'<meta name="csrf-token" content="([^"]+)">', await response.text())
@@ -129,7 +128,7 @@ async def test_login_starts_a_strict_httponly_session_with_a_new_id(client: Clie
     """Login sets an HttpOnly SameSite=Strict cookie; each login gets a fresh id."""
     nonce = await login_nonce(client)
     async with client.post(
-        "/admin/login", data={"csrf": nonce, "token": TOKEN}, allow_redirects=False
+        "/admin/login", data={"csrf": nonce, "token": ADMIN_TOKEN}, allow_redirects=False
     ) as response:
         assert response.status == 303
         header = next(
@@ -152,7 +151,7 @@ async def test_login_starts_a_strict_httponly_session_with_a_new_id(client: Clie
 
 
 @pytest.mark.parametrize(
-    "token", ["wrong", "", "tökén", "x" * 100_000, TOKEN + " "], ids=lambda t: repr(t[:8])
+    "token", ["wrong", "", "tökén", "x" * 100_000, ADMIN_TOKEN + " "], ids=lambda t: repr(t[:8])
 )
 async def test_login_refuses_bad_tokens_with_401(client: Client, token: str) -> None:
     """Wrong, empty, non-ASCII and oversized tokens get 401 and no session."""
@@ -163,8 +162,8 @@ async def test_login_refuses_bad_tokens_with_401(client: Client, token: str) -> 
 async def test_login_without_the_form_token_is_refused(client: Client) -> None:
     """A login POST without the login form's CSRF nonce is refused (403)."""
     await login_nonce(client)
-    assert await post_login(client, TOKEN, nonce="") == 403
-    assert await post_login(client, TOKEN, nonce="forged-nonce") == 403
+    assert await post_login(client, ADMIN_TOKEN, nonce="") == 403
+    assert await post_login(client, ADMIN_TOKEN, nonce="forged-nonce") == 403
     assert session_cookie(client) == ""
 
 
@@ -173,7 +172,7 @@ async def test_cross_site_login_is_refused(client: Client) -> None:
     nonce = await login_nonce(client)
     async with client.post(
         "/admin/login",
-        data={"csrf": nonce, "token": TOKEN},
+        data={"csrf": nonce, "token": ADMIN_TOKEN},
         headers={"Origin": "http://evil.example"},
         allow_redirects=False,
     ) as response:
@@ -184,7 +183,7 @@ async def test_login_attempts_are_rate_limited(client: Client) -> None:
     """Ten wrong logins from one address, then even the right token gets 429."""
     for _ in range(10):
         assert await post_login(client, "guess") == 401
-    assert await post_login(client, TOKEN) == 429
+    assert await post_login(client, ADMIN_TOKEN) == 429
 
 
 async def test_expired_session_is_refused(client: Client) -> None:

@@ -7,10 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import JSON, ChatServer, Peer
-
-TOKEN = "test-admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, JSON, ChatServer, Peer
 
 
 def api_url(chat: ChatServer, path: str) -> str:
@@ -21,7 +18,7 @@ def api_url(chat: ChatServer, path: str) -> str:
 async def api(
     http: aiohttp.ClientSession, chat: ChatServer, method: str, path: str, body: Any = None
 ) -> dict[str, Any]:
-    async with http.request(method, api_url(chat, path), json=body, headers=AUTH) as response:
+    async with http.request(method, api_url(chat, path), json=body, headers=ADMIN_AUTH) as response:
         data: dict[str, Any] = await response.json()
         assert response.status < 300, data
         return data
@@ -37,7 +34,7 @@ async def test_ban_mute_and_audit_survive_a_restart(
 ) -> None:
     """After a restart a banned name is still refused with 4501, a muted name still
     cannot post, a lifted ban stays lifted, and the audit log is intact."""
-    assert chat.settings.admin_token == TOKEN
+    assert chat.settings.admin_token == ADMIN_TOKEN
     await api(http, chat, "POST", "bans", {"name": "mallory", "duration": "1d", "reason": "spam"})
     lifted = await api(http, chat, "POST", "bans", {"name": "forgiven", "reason": "oops"})
     await api(http, chat, "DELETE", f"bans/{lifted['ban']['id']}")
