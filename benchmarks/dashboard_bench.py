@@ -26,10 +26,7 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,7 +39,7 @@ from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.limits import raise_open_files_limit
 from benchmarks.monitor import ProcessMonitor
 from benchmarks.report import table
-from benchmarks.server import free_port
+from benchmarks.server import ServerCommand, running_server
 
 TOKEN = "bench-admin-token"
 
@@ -135,33 +132,13 @@ async def open_many(port: int, count: int, rooms: int, parallel: int) -> list[Ra
 # --------------------------------------------------------------------------- the server
 
 
-@contextlib.contextmanager
-def server_process(port: int, db: Path) -> Any:
-    cmd = [
-        sys.executable, "-m", "chatserver", "--port", str(port), "--db", str(db),
+SERVER = ServerCommand(
+    (
+        sys.executable, "-m", "chatserver", "--port", "{port}", "--db", "{tmp}/bench.db",
         "--admin-token", TOKEN, "--max-connections-per-ip", "0", "--rate-limit", "0",
         "--heartbeat", "0", "--log-level", "WARNING",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line or line.startswith("Server started"):
-                break
-        # Keep reading: a full pipe would block the server on its next log line.
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    )
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- measuring
@@ -345,14 +322,13 @@ async def chat_clients(port: int, args: argparse.Namespace) -> AsyncIterator[lis
 
 async def run(args: argparse.Namespace) -> Results:
     results = Results(connections=args.connections)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as tmp, server_process(port, Path(tmp) / "bench.db") as proc:
+    async with running_server(SERVER) as server:
+        base = f"http://127.0.0.1:{server.port}"
         started = time.perf_counter()
-        async with chat_clients(port, args) as clients:
+        async with chat_clients(server.port, args) as clients:
             results.connect_seconds = time.perf_counter() - started
             await asyncio.sleep(2)  # let presence and session writes settle
-            results.server_rss_mib = ProcessMonitor(proc.pid).rss() / 2**20
+            results.server_rss_mib = ProcessMonitor(server.pid).rss() / 2**20
             jar = aiohttp.CookieJar(unsafe=True)
             async with aiohttp.ClientSession(cookie_jar=jar) as http:
                 await log_in(http, base)
