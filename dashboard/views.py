@@ -72,9 +72,21 @@ def _wants_json(request: web.Request) -> bool:
 
 
 def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str) -> None:
+    secure = _browser_uses_https(request)
     response.set_cookie(
-        name, value, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.secure
+        name, value, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=secure
     )
+
+
+def _browser_uses_https(request: web.Request) -> bool:
+    """HTTPS to us, or (with --trusted-proxy) to the TLS-terminating proxy in front,
+    which says so in X-Forwarded-Proto (its own entry is the rightmost)."""
+    if request.secure:
+        return True
+    if not request.config_dict[SETTINGS].trusted_proxy:
+        return False
+    proto = request.headers.get("X-Forwarded-Proto", "")
+    return proto.rsplit(",", 1)[-1].strip().lower() == "https"
 
 
 # --------------------------------------------------------------------------- login

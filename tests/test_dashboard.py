@@ -151,6 +151,34 @@ async def test_login_starts_a_strict_httponly_session_with_a_new_id(client: Clie
 
 
 @pytest.mark.parametrize(
+    ("trusted_proxy", "secure"), [(True, True), (False, False)], ids=["trusted", "untrusted"]
+)
+async def test_cookies_are_secure_behind_a_trusted_tls_proxy(
+    aiohttp_client: AiohttpClient, tmp_path: Path, trusted_proxy: bool, secure: bool
+) -> None:
+    """X-Forwarded-Proto: https marks the cookies Secure, only from a trusted proxy."""
+    settings = make_settings(tmp_path, admin_token=ADMIN_TOKEN, trusted_proxy=trusted_proxy)
+    client = await aiohttp_client(create_app(settings))
+    https = {"X-Forwarded-Proto": "https"}
+    async with client.get("/admin/login", headers=https) as response:
+        [nonce_cookie] = response.headers.getall("Set-Cookie")
+        match = re.search(r'name="csrf" value="([^"]+)"', await response.text())
+    assert match is not None
+    assert ("Secure" in nonce_cookie) is secure
+    # As a browser on https would: the test client's jar keeps Secure cookies off http.
+    cookie = nonce_cookie.split(";", 1)[0]
+    async with client.post(
+        "/admin/login",
+        data={"csrf": match.group(1), "token": ADMIN_TOKEN},
+        headers={**https, "Cookie": cookie},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+        [session] = [c for c in response.headers.getall("Set-Cookie") if "session=" in c]
+    assert ("Secure" in session) is secure
+
+
+@pytest.mark.parametrize(
     "token", ["wrong", "", "tökén", "x" * 100_000, ADMIN_TOKEN + " "], ids=lambda t: repr(t[:8])
 )
 async def test_login_refuses_bad_tokens_with_401(client: Client, token: str) -> None:
