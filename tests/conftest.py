@@ -20,7 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient
 
 from chatserver.app import create_app
 from chatserver.settings import Settings
@@ -131,6 +132,33 @@ class ChatServer:
         if query:
             base += "?" + "&".join(f"{key}={value}" for key, value in query.items())
         return base
+
+
+# --------------------------------------------------------------- in-process app client
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, tmp_path: Path) -> Client:
+    return await aiohttp_client(create_app(make_settings(tmp_path, admin_token=ADMIN_TOKEN)))
+
+
+async def join(client: Client, name: str, *, json_mode: bool = True, **query: str) -> Peer:
+    """A chat client that has read its welcome."""
+    ws = await client.ws_connect(
+        "/ws",
+        params={"name": name, **query},
+        protocols=JSON if json_mode else (),
+        timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+    )
+    peer = Peer(ws)
+    if json_mode:
+        welcome = await peer.until_type("welcome")
+        assert welcome["user"]["name"] == name
+    else:
+        assert (await peer.text()).startswith("Welcome")
+    return peer
 
 
 @pytest.fixture

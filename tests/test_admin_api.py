@@ -4,42 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient
 
 from chatserver import admin_cli
-from chatserver.app import create_app
-from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, JSON, Peer, make_settings
-
-Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def client(aiohttp_client: AiohttpClient, tmp_path: Path) -> Client:
-    return await aiohttp_client(create_app(make_settings(tmp_path, admin_token=ADMIN_TOKEN)))
-
-
-async def join(client: Client, name: str, *, json_mode: bool = True, **query: str) -> Peer:
-    """A chat client that has read its welcome."""
-    ws = await client.ws_connect(
-        "/ws",
-        params={"name": name, **query},
-        protocols=JSON if json_mode else (),
-        timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-    )
-    peer = Peer(ws)
-    if json_mode:
-        welcome = await peer.until_type("welcome")
-        assert welcome["user"]["name"] == name
-    else:
-        assert (await peer.text()).startswith("Welcome")
-    return peer
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, JSON, Client, Peer, join
 
 
 async def api(

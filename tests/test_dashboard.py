@@ -3,37 +3,20 @@ channel's diffs, escaping and the browser chat page's files."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from chatserver.app import create_app
 from dashboard.keys import SESSIONS
-from tests.conftest import ADMIN_TOKEN, JSON, Peer, make_settings
+from tests.conftest import ADMIN_TOKEN, Client, Peer, join, make_settings
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
-Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def client(aiohttp_client: AiohttpClient, tmp_path: Path) -> Client:
-    return await aiohttp_client(create_app(make_settings(tmp_path, admin_token=ADMIN_TOKEN)))
-
-
-async def join(client: Client, name: str, **query: str) -> Peer:
-    ws = await client.ws_connect("/ws", params={"name": name, **query}, protocols=JSON)
-    peer = Peer(ws)
-    assert (await peer.until_type("welcome"))["user"]["name"] == name
-    return peer
 
 
 async def login_nonce(client: Client) -> str:
@@ -82,13 +65,7 @@ async def post_action(
 
 async def next_of(live: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
     """The next push message of type ``kind`` (bounded wait)."""
-    deadline = time.monotonic() + 5
-    while True:
-        msg = await asyncio.wait_for(live.receive(), max(0.01, deadline - time.monotonic()))
-        assert msg.type is aiohttp.WSMsgType.TEXT, msg
-        data: dict[str, Any] = json.loads(msg.data)
-        if data["type"] == kind:
-            return data
+    return await Peer(live).until_type(kind)
 
 
 async def next_reset(live: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
@@ -235,11 +212,8 @@ async def test_logout_ends_the_session_and_its_push_channel(client: Client) -> N
     async with client.post("/admin/logout", data={"csrf": csrf}, allow_redirects=False) as response:
         assert response.status == 303
         assert response.headers["Location"] == "/admin/login"
-    msg = await asyncio.wait_for(live.receive(), 5)
-    while msg.type is aiohttp.WSMsgType.TEXT:
-        msg = await asyncio.wait_for(live.receive(), 5)
-    assert msg.type is aiohttp.WSMsgType.CLOSE
-    assert msg.data == 4401
+    code, _ = await Peer(live).closed()
+    assert code == 4401
     await live.close()
     async with client.get("/admin/", allow_redirects=False) as response:
         assert response.status == 303
