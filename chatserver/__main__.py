@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from .app import create_app
-from .errors import SettingsError
+from .errors import ChatError, SettingsError
 from .settings import Settings, parse_args
 
 log = logging.getLogger("chatserver")
@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _install_uvloop()
     try:
         asyncio.run(serve(settings))
+    except ChatError as exc:
+        print(f"chatserver: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
             f"chatserver: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr

@@ -11,18 +11,31 @@ from aiohttp import web
 
 from dashboard import setup_dashboard
 
-from .broker import MemoryBroker
+from .engine import Engine, build_engine
+from .health import Health
 from .heartbeat import run_heartbeats
 from .hub import Hub
-from .keys import ADDRESSES, HUB, SETTINGS, STORE
+from .keys import (
+    ADDRESSES,
+    BROKER,
+    DIRECTORY,
+    HEALTH,
+    HUB,
+    MODERATION,
+    MODERATION_STORE,
+    RESTRICTIONS,
+    ROOM_LOG,
+    SETTINGS,
+)
 from .limits import AddressCounter
+from .moderation import Moderation, Restrictions
 from .pages import healthz
 from .settings import Settings
-from .store import Store
 from .ws import chat_socket
 
 log = logging.getLogger(__name__)
 RETENTION_INTERVAL = 60.0
+ENGINE = web.AppKey("engine", Engine)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -31,15 +44,28 @@ def create_app(settings: Settings) -> web.Application:
     # A signal, not a middleware: a middleware's frame would stay alive for the
     # whole life of every WebSocket, costing memory per connection.
     app.on_response_prepare.append(security_headers)
+    health = Health()
+    engine = build_engine(settings, health)
+    restrictions = Restrictions(engine.moderation_store)
+    hub = Hub(settings, engine.room_log, engine.directory, engine.broker, restrictions)
     app[SETTINGS] = settings
-    store = Store(settings.db_path, history=settings.history)
-    hub = Hub(settings, store)
-    broker = MemoryBroker(hub.deliver)
-    store.publish = broker.publish
-    app[STORE] = store
+    app[HEALTH] = health
+    app[ENGINE] = engine
+    app[ROOM_LOG] = engine.room_log
+    app[DIRECTORY] = engine.directory
+    app[BROKER] = engine.broker
+    app[MODERATION_STORE] = engine.moderation_store
+    app[RESTRICTIONS] = restrictions
     app[HUB] = hub
+    app[MODERATION] = Moderation(hub, restrictions, engine.moderation_store, engine.broker)
     app[ADDRESSES] = AddressCounter(settings.max_connections_per_ip)
-    app.cleanup_ctx.append(_store_ctx)
+    # In order: what backs the seams, each seam, then the hub and the timers.
+    app.cleanup_ctx.append(lambda app: engine.backing())
+    app.cleanup_ctx.append(_room_log_ctx)
+    app.cleanup_ctx.append(_directory_ctx)
+    app.cleanup_ctx.append(_moderation_store_ctx)
+    app.cleanup_ctx.append(_broker_ctx)
+    app.cleanup_ctx.append(_hub_ctx)
     app.cleanup_ctx.append(_background_ctx)
     app.on_shutdown.append(_close_sockets)
     # "/" serves both: WebSocket upgrades go straight to the chat socket
@@ -51,12 +77,40 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store, hub = app[STORE], app[HUB]
-    await store.open()
-    hub.on_store_open()
+async def _room_log_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[ROOM_LOG].open()
     yield
-    await store.close()
+    await app[ROOM_LOG].close()
+
+
+async def _directory_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[DIRECTORY].open()
+    yield
+    await app[DIRECTORY].close()
+
+
+async def _moderation_store_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[MODERATION_STORE].open()
+    await app[RESTRICTIONS].reload()
+    restrictions = app[RESTRICTIONS]
+    log.info(
+        "moderation: %d active bans, %d active mutes",
+        len(restrictions.bans),
+        len(restrictions.mutes),
+    )
+    yield
+    await app[MODERATION_STORE].close()
+
+
+async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[BROKER].open()
+    yield
+    await app[BROKER].close()
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[HUB].start()
+    yield
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -74,8 +128,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def apply_retention(app: web.Application) -> int:
     """One retention sweep with the configured limits; the number of messages deleted."""
-    settings = app[SETTINGS]
-    return await app[STORE].prune(settings.history_max_messages, settings.history_max_age)
+    return await app[ENGINE].periodic()
 
 
 async def _retention(app: web.Application) -> None:

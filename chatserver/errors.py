@@ -4,9 +4,12 @@ All of them derive from :class:`ChatError`::
 
     ChatError
     ├── SettingsError        a setting has a bad value (fatal at start)
+    ├── StartupError         the server cannot start (its database is in use)
     └── CommandError         a client command cannot be applied; carries the
-                             wire error ``code`` and is turned into an
-                             ``error`` event at the connection's edge
+        │                    wire error ``code`` and is turned into an
+        │                    ``error`` event at the connection's edge
+        └── Unavailable      a backend (the store, the broker) cannot do its
+                             part now; the command was not applied
 
 Nothing here knows about HTTP or WebSocket frames: the edge (``ws.py``,
 ``dashboard/``) translates them.
@@ -23,6 +26,10 @@ class SettingsError(ChatError):
     """A setting has an invalid value."""
 
 
+class StartupError(ChatError):
+    """The server cannot start with these settings on this machine."""
+
+
 class CommandError(ChatError):
     """A client command was refused; ``code`` is the wire error code."""
 
@@ -30,3 +37,11 @@ class CommandError(ChatError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class Unavailable(CommandError):
+    """A backend cannot take the command now (disk full, Redis down)."""
+
+    def __init__(self, component: str, message: str) -> None:
+        super().__init__(f"{component}_unavailable", message)
+        self.component = component

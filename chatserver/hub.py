@@ -1,9 +1,11 @@
-"""Connections, names, rooms, presence and fan-out: the chat state of one node.
+"""This node's live connections, their rooms, and fan-out.
 
-Commands change state here and produce events; events go out through
-``emit`` (the store, which persists messages, then the broker) and come back
-to every node's :meth:`Hub.deliver`, which hands each member the same
-pre-rendered bytes. Nothing in the delivery path awaits.
+Commands change state here and produce events. Messages go to the room log
+(which stores them, then publishes them); every other event goes to the
+broker. Both come back to every node's :meth:`Hub.deliver`, which hands each
+local member the same pre-rendered bytes. Nothing in the delivery path awaits.
+Names, sessions and presence across nodes belong to the directory; the hub
+keeps only what it needs to deliver and to find its own connections.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import Literal, Protocol
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Literal, Protocol
 
 from aiohttp import WSCloseCode
 
+from .broker import AnyControl, Broker, KickConnection, ModerationChanged, TakeOver
 from .connection import Connection, Outbox
+from .directory import Directory, Member, SessionRecord
 from .errors import CommandError
+from .modstore import Ban
 from .protocol import (
     Event,
     JoinEvent,
@@ -35,8 +40,8 @@ from .protocol import (
     validate_room,
     validate_text,
 )
+from .roomlog import RoomLog
 from .settings import Settings
-from .store import SessionRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +55,17 @@ ConnectionChange = Literal["connect", "disconnect", "update"]
 Listener = Callable[[ConnectionChange, Connection], None]
 
 
-class Moderation(Protocol):
+class Restrictions(Protocol):
     """What the hub asks of moderation on its hot paths (see ``moderation.py``)."""
 
-    def ban_reason(self, name: str, address: str) -> str | None:
-        """The close reason if ``name`` or ``address`` is banned now, else None."""
+    def find_ban(self, name: str, address: str) -> Ban | None:
+        """The ban in force for ``name`` or ``address``, if any."""
 
     def mute_reason(self, user_id: int, name: str) -> str | None:
         """The error text if this user is muted now, else None."""
 
-
-class NoModeration:
-    def ban_reason(self, name: str, address: str) -> str | None:
-        return None
-
-    def mute_reason(self, user_id: int, name: str) -> str | None:
-        return None
+    async def reload(self) -> None:
+        """Read the active bans and mutes again (another node changed them)."""
 
 
 class Room:
@@ -80,33 +80,41 @@ class Room:
 
 
 class Hub:
-    """The chat state of this node and the operations on it."""
+    """The live connections of this node and the operations on them."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        room_log: RoomLog,
+        directory: Directory,
+        broker: Broker,
+        restrictions: Restrictions,
+    ) -> None:
         self.settings = settings
-        self.store = store
-        self.emit: Callable[[Event], None] = store.submit
-        self.moderation: Moderation = NoModeration()
+        self.room_log = room_log
+        self.directory = directory
+        self.broker = broker
+        self.restrictions = restrictions
+        self.node = broker.node
         self.connections: dict[int, Connection] = {}
         self.rooms: dict[str, Room] = {}
-        self.names: dict[str, Connection] = {}
+        self.names: dict[str, Connection] = {}  # this node's connections by name_key
         self.users: dict[int, Connection] = {}
-        self.last_ids: dict[str, int] = {}
         self.listeners: list[Listener] = []
         self.started = time.time()
         self.messages_in = 0
         self.deliveries = 0
         self.shutting_down = False
         self._next_conn_id = 0
-        self._next_user_id = 0
         self._closing: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.outbox: Outbox
+        broker.subscribe(self.deliver, self.on_control)
 
-    def on_store_open(self) -> None:
-        """Continue ids where the stored ones end (called at startup, in the loop)."""
+    def start(self, conn_ids_from: int = 0) -> None:
+        """Bind to the running loop (called at startup)."""
         self.outbox = Outbox(asyncio.get_running_loop())
-        self.last_ids = dict(self.store.room_last_ids)
-        self._next_user_id = self.store.max_user_id
+        self._next_conn_id = conn_ids_from
 
     # ------------------------------------------------------------------ identity
 
@@ -114,41 +122,57 @@ class Hub:
         self._next_conn_id += 1
         return self._next_conn_id
 
-    def new_user_id(self) -> int:
-        self._next_user_id += 1
-        return self._next_user_id
-
-    def name_free(self, name: str, conn: Connection | None = None) -> bool:
-        holder = self.names.get(name_key(name))
-        return holder is None or holder is conn
-
-    def add(self, conn: Connection) -> None:
+    async def add(self, conn: Connection) -> None:
         """Register a new live connection; a second one of the same user takes over."""
-        previous = self.users.get(conn.user.id)
-        if previous is not None:
-            self.disconnect(previous, "quit", "resumed elsewhere")
-            self.close(previous, CLOSE_TAKEN_OVER, "session resumed by another connection")
-        if not self.name_free(conn.name):
+        if not await self.directory.claim_name(conn.name, conn.user.id, conn.conn_id):
             raise CommandError("name_taken", f"the name {conn.name!r} is taken")
+        self._take_over(conn.user.id, conn.conn_id)
+        await self.directory.take_session(conn.user.id, conn.conn_id)
         self.connections[conn.conn_id] = conn
         self.users[conn.user.id] = conn
         self.names[name_key(conn.name)] = conn
         self._notify("connect", conn)
 
-    def rename(self, conn: Connection, name: str) -> None:
+    def _take_over(self, user_id: int, conn_id: int) -> None:
+        previous = self.users.get(user_id)
+        if previous is not None and previous.conn_id != conn_id:
+            self.disconnect(previous, "quit", "resumed elsewhere")
+            self.close(previous, CLOSE_TAKEN_OVER, "session resumed by another connection")
+
+    async def rename(self, conn: Connection, name: str) -> None:
         """Change a connection's name and tell every room it is in."""
         validate_name(name, conn.user.id)
         if name == conn.name:
             return
-        if not self.name_free(name, conn):
+        if not await self.directory.claim_name(name, conn.user.id, conn.conn_id):
             raise CommandError("name_taken", f"the name {name!r} is taken")
+        if conn.closed:
+            self.directory.release_name(name, conn.user.id, conn.conn_id)
+            return
         old = conn.name
-        del self.names[name_key(old)]
+        if name_key(old) != name_key(name):
+            self.directory.release_name(old, conn.user.id, conn.conn_id)
+            self.names.pop(name_key(old), None)
+        self._set_presence(conn, joined=False)
         conn.user = User(conn.user.id, name)
         self.names[name_key(name)] = conn
-        self.emit(NickEvent(user=conn.user, old=old, rooms=list(conn.rooms), ts=time.time()))
+        self._set_presence(conn, joined=True)
+        self.broker.publish(
+            NickEvent(user=conn.user, old=old, rooms=list(conn.rooms), ts=time.time())
+        )
         self.save_session(conn)
         self._notify("update", conn)
+        if self.restrictions.find_ban(name, conn.remote) is not None:
+            # After the nick notice has gone out: the new name is banned.
+            asyncio.get_running_loop().call_soon(self.enforce_bans)
+
+    def _set_presence(self, conn: Connection, *, joined: bool) -> None:
+        for room in conn.rooms:
+            member = Member(conn.user, self.node, conn.conn_id)
+            if joined:
+                self.directory.joined(room, member)
+            else:
+                self.directory.left(room, member)
 
     # ------------------------------------------------------------------ rooms
 
@@ -166,8 +190,11 @@ class Hub:
         room.members[conn] = None
         conn.rooms.append(room_name)
         conn.current_room = room_name
+        self.directory.joined(room_name, Member(conn.user, self.node, conn.conn_id))
         if self._presence(room):
-            self.emit(JoinEvent(room=room_name, user=conn.user, ts=time.time(), reason=reason))
+            self.broker.publish(
+                JoinEvent(room=room_name, user=conn.user, ts=time.time(), reason=reason)
+            )
         self.save_session(conn)
         self._notify("update", conn)
         return room_name
@@ -187,11 +214,12 @@ class Hub:
         conn.rooms.remove(room_name)
         room = self.rooms[room_name]
         del room.members[conn]
+        self.directory.left(room_name, Member(conn.user, self.node, conn.conn_id))
         event = LeaveEvent(
             room=room_name, user=conn.user, reason=reason, detail=detail, ts=time.time()
         )
         if not self.shutting_down and self._presence(room, leaving=True):
-            self.emit(event)
+            self.broker.publish(event)
         if not room.members:
             del self.rooms[room_name]
 
@@ -202,32 +230,31 @@ class Hub:
         size = len(room.members) + (1 if leaving else 0)
         return not threshold or size <= threshold
 
-    def who(self, room_name: str) -> list[User]:
-        room = self.rooms.get(validate_room(room_name))
-        return [] if room is None else [member.user for member in room.members]
+    async def who(self, room_name: str) -> list[User]:
+        """Everyone in the room, on every node."""
+        return await self.directory.who(validate_room(room_name))
 
     # ------------------------------------------------------------------ messages
 
-    def post(self, conn: Connection, room_name: str | None, text: str) -> None:
+    async def post(self, conn: Connection, room_name: str | None, text: str, key: str) -> None:
+        """Store and publish a message; returns once it is stored (the echo follows)."""
         room_name = validate_room(room_name) if room_name else conn.current_room
         if room_name is None or room_name not in conn.rooms:
             raise CommandError("not_in_room", f"you are not in #{room_name or '(no room)'}")
         validate_text(text)
-        muted = self.moderation.mute_reason(conn.user.id, conn.name)
+        muted = self.restrictions.mute_reason(conn.user.id, conn.name)
         if muted is not None:
             raise CommandError("muted", muted)
-        msg_id = self.last_ids.get(room_name, 0) + 1
-        self.last_ids[room_name] = msg_id
-        self.rooms[room_name].messages_in += 1
         self.messages_in += 1
-        self.emit(
-            MessageEvent(id=msg_id, room=room_name, user=conn.user, text=text, ts=time.time())
-        )
+        room = self.rooms.get(room_name)
+        if room is not None:
+            room.messages_in += 1
+        await self.room_log.append(room_name, conn.user, text, key)
 
     def announce(self, text: str, room_name: str | None = None) -> None:
-        """A system message to one room or to everyone."""
+        """A system message to one room or to everyone, on every node."""
         room = validate_room(room_name) if room_name else None
-        self.emit(SystemEvent(text=text, room=room))
+        self.broker.publish(SystemEvent(text=text, room=room))
 
     # ------------------------------------------------------------------ delivery
 
@@ -267,6 +294,47 @@ class Hub:
         room = self.rooms.get(room_name)
         return {} if room is None else room.members
 
+    # ------------------------------------------------------------------ control
+
+    def on_control(self, command: AnyControl) -> None:
+        """A command from some node (this one included) for this node's connections."""
+        if isinstance(command, KickConnection):
+            conn = self.connections.get(command.conn_id)
+            if conn is not None:
+                reason = "banned" if command.code == CLOSE_BANNED else "kicked"
+                self.disconnect(conn, reason, command.detail)
+                self.close(conn, command.code, command.reason)
+        elif isinstance(command, TakeOver):
+            self._take_over(command.user_id, command.conn_id)
+        elif isinstance(command, ModerationChanged):
+            self._spawn(self._moderation_changed(command))
+
+    async def _moderation_changed(self, command: ModerationChanged) -> None:
+        await self.restrictions.reload()
+        if command.notice:
+            target = self.users.get(command.notice_user) if command.notice_user else None
+            if target is None and command.notice_name:
+                target = self.by_name(command.notice_name)
+            if target is not None:
+                target.send(Rendered(SystemEvent(text=command.notice)))
+        if command.what == "bans":
+            self.enforce_bans()
+
+    def enforce_bans(self) -> int:
+        """Close this node's connections that a ban now covers; how many."""
+        closed = 0
+        for conn in list(self.connections.values()):
+            ban = self.restrictions.find_ban(conn.name, conn.remote)
+            if ban is not None and not conn.closed:
+                self.ban_kick(conn, ban.close_reason(), ban.reason)
+                closed += 1
+        return closed
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # ------------------------------------------------------------------ leaving
 
     def disconnect(self, conn: Connection, reason: str, detail: str | None = None) -> None:
@@ -279,6 +347,7 @@ class Hub:
         conn.rooms.clear()
         if self.users.get(conn.user.id) is conn:
             del self.users[conn.user.id]
+        self.directory.release_name(conn.name, conn.user.id, conn.conn_id)
         if self.names.get(name_key(conn.name)) is conn:
             del self.names[name_key(conn.name)]
         conn.held = None
@@ -290,6 +359,7 @@ class Hub:
         """Close a connection's socket in the background (bounded in time)."""
         if conn.closed:
             return
+        conn.flush()  # replies already queued go out before the close frame
         conn.closed = True
         task = conn.closing = asyncio.create_task(self._close(conn, code, reason))
         self._closing.add(task)
@@ -333,6 +403,8 @@ class Hub:
             self.disconnect(conn, "shutdown")
             self.close(conn, WSCloseCode.GOING_AWAY, "server shutting down")
         await self.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
 
     async def wait_closed(self) -> None:
         if self._closing:
@@ -352,7 +424,7 @@ class Hub:
             rooms=list(conn.rooms) if rooms is None else rooms,
             expires=time.time() + self.settings.session_ttl,
         )
-        self.store.save_session(record)
+        self.directory.save_session(record)
 
     # ------------------------------------------------------------------ observers
 

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .broker import Broker
+from .directory import Directory
+from .health import Health
 from .hub import Hub
 from .limits import AddressCounter
+from .moderation import Moderation, Restrictions
+from .modstore import ModerationStore
+from .roomlog import RoomLog
 from .settings import Settings
-from .store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
+HEALTH = web.AppKey("health", Health)
 HUB = web.AppKey("hub", Hub)
-STORE = web.AppKey("store", Store)
+# Protocols (several implementations): typed by annotation, not by a class.
+ROOM_LOG: web.AppKey[RoomLog] = web.AppKey("room_log")
+DIRECTORY: web.AppKey[Directory] = web.AppKey("directory")
+BROKER: web.AppKey[Broker] = web.AppKey("broker")
+MODERATION_STORE: web.AppKey[ModerationStore] = web.AppKey("moderation_store")
+RESTRICTIONS = web.AppKey("restrictions", Restrictions)
+MODERATION = web.AppKey("moderation", Moderation)
 ADDRESSES = web.AppKey("addresses", AddressCounter)

@@ -1,78 +1,47 @@
 """Bans, mutes, kicks, announcements and the audit log of operator actions.
 
-The hub asks two questions on its hot paths, ``ban_reason`` (on connect) and
-``mute_reason`` (on every message); both are dictionary lookups in memory.
-Every action changes memory first, so it takes effect at once, and is then
-written to SQLite on the store's thread together with its audit entry, so
-bans, mutes and the log survive a restart (``open`` loads the active ones).
+:class:`Restrictions` answers the hub's two hot-path questions, ``ban_reason``
+(on connect) and ``mute_reason`` (on every message), from memory: the active
+bans and mutes, loaded from the moderation store and reloaded when any node
+changes them. :class:`Moderation` carries out operator actions: each is
+written to the store together with its audit entry first (a failed write
+leaves no trace), then takes effect in memory, and is sent to every node
+through the broker, so it applies wherever the target is connected.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import ipaddress
 import logging
 import re
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
+from .broker import Broker, KickConnection, ModerationChanged
 from .connection import Connection
 from .errors import CommandError
-from .hub import Hub
-from .protocol import (
-    MAX_NAME_CHARS,
-    Rendered,
-    SystemEvent,
-    name_key,
-    validate_room,
-    validate_text,
+from .hub import CLOSE_KICKED, Hub
+from .modstore import (
+    MAX_CLOSE_REASON_BYTES,
+    RECENT_AUDIT,
+    AuditEntry,
+    Ban,
+    ModerationStore,
+    Mute,
+    fit_utf8,
+    format_time,
+    until_text,
 )
-from .store import Store
+from .protocol import MAX_NAME_CHARS, name_key, validate_room, validate_text
+
+__all__ = ["AuditEntry", "Ban", "Moderation", "Mute", "Restrictions", "format_time", "until_text"]
 
 log = logging.getLogger(__name__)
 
 MAX_REASON_CHARS = 200
 MAX_DURATION = 10 * 365 * 86400.0
-MAX_CLOSE_REASON_BYTES = 120  # a close frame's reason is at most 123 bytes
-RECENT_AUDIT = 200
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS bans (
-    id INTEGER PRIMARY KEY, name TEXT, address TEXT, reason TEXT NOT NULL,
-    actor TEXT NOT NULL, created REAL NOT NULL, until REAL,
-    lifted REAL, lifted_by TEXT
-);
-CREATE TABLE IF NOT EXISTS mutes (
-    id INTEGER PRIMARY KEY, user_id INTEGER, name TEXT, reason TEXT NOT NULL,
-    actor TEXT NOT NULL, created REAL NOT NULL, until REAL,
-    lifted REAL, lifted_by TEXT
-);
-CREATE TABLE IF NOT EXISTS audit_log (
-    id INTEGER PRIMARY KEY, ts REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    target TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL
-);
-"""
-
-_ACTIVE_BANS = (
-    "SELECT id, name, address, reason, actor, created, until FROM bans "
-    "WHERE lifted IS NULL AND (until IS NULL OR until > ?)"
-)
-_ACTIVE_MUTES = (
-    "SELECT id, user_id, name, reason, actor, created, until FROM mutes "
-    "WHERE lifted IS NULL AND (until IS NULL OR until > ?)"
-)
-_RECENT_AUDIT = (
-    "SELECT id, ts, actor, action, target, reason, detail FROM audit_log ORDER BY id DESC LIMIT ?"
-)
-_MAX_IDS = (
-    "SELECT MAX(id) FROM bans",
-    "SELECT MAX(id) FROM mutes",
-    "SELECT MAX(id) FROM audit_log",
-)
 
 Change = Literal["bans", "mutes", "audit"]
 ChangeListener = Callable[[Change], None]
@@ -87,18 +56,6 @@ _PERMANENT = {"", "0", "permanent", "forever", "never"}
 
 
 # --------------------------------------------------------------------------- values
-
-
-def format_time(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
-
-
-def fit_utf8(text: str, max_bytes: int) -> str:
-    """``text`` cut to at most ``max_bytes`` of UTF-8 without splitting a character."""
-    data = text.encode("utf-8")
-    if len(data) <= max_bytes:
-        return text
-    return data[: max_bytes - 3].decode("utf-8", "ignore") + "..."
 
 
 def parse_duration(value: float | str | None) -> float | None:
@@ -164,110 +121,17 @@ def clean_address(address: str) -> str:
         raise CommandError("bad_request", f"not an IP address or network: {address!r}") from None
 
 
-@dataclasses.dataclass(slots=True)
-class Ban:
-    """A ban of a name (case-insensitive), an address or network, or both."""
-
-    id: int
-    name: str | None
-    address: str | None
-    reason: str
-    actor: str
-    created: float
-    until: float | None  # None: until lifted
-
-    def active(self, now: float) -> bool:
-        return self.until is None or self.until > now
-
-    def close_reason(self) -> str:
-        """The close reason a refused client gets; it says until when."""
-        when = "permanently" if self.until is None else f"until {format_time(self.until)}"
-        return fit_utf8(f"banned {when}: {self.reason}", MAX_CLOSE_REASON_BYTES)
-
-    def target(self) -> str:
-        parts = []
-        if self.name:
-            parts.append(f"name={self.name}")
-        if self.address:
-            parts.append(f"address={self.address}")
-        return " ".join(parts)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "until_text": until_text(self.until)}
-
-
-@dataclasses.dataclass(slots=True)
-class Mute:
-    """A mute of a user id, a name (case-insensitive), or both."""
-
-    id: int
-    user_id: int | None
-    name: str | None
-    reason: str
-    actor: str
-    created: float
-    until: float | None
-
-    def active(self, now: float) -> bool:
-        return self.until is None or self.until > now
-
-    def error_text(self) -> str:
-        """What a muted user is told when they post; it says until when."""
-        return f"you are muted {self._when()} ({self.reason})"
-
-    def notice(self) -> str:
-        """What a live user is told when muted."""
-        return f"An operator muted you {self._when()} ({self.reason})."
-
-    def _when(self) -> str:
-        if self.until is None:
-            return "until an operator unmutes you"
-        return f"until {format_time(self.until)}"
-
-    def target(self) -> str:
-        parts = []
-        if self.user_id is not None:
-            parts.append(f"user_id={self.user_id}")
-        if self.name:
-            parts.append(f"name={self.name}")
-        return " ".join(parts)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "until_text": until_text(self.until)}
-
-
-@dataclasses.dataclass(slots=True, frozen=True)
-class AuditEntry:
-    """One operator action: who did what to whom, why and when."""
-
-    id: int
-    ts: float
-    actor: str
-    action: str
-    target: str
-    reason: str
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "time": format_time(self.ts)}
-
-
-def until_text(until: float | None) -> str:
-    return "until lifted" if until is None else format_time(until)
-
-
 def describe(conn: Connection) -> str:
     return f"conn {conn.conn_id} {conn.name} (user {conn.user.id}, {conn.remote})"
 
 
-# --------------------------------------------------------------------------- moderation
+# --------------------------------------------------------------------------- restrictions
 
 
-class Moderation:
-    """The operator's powers over one hub, kept in memory and in SQLite."""
+class Restrictions:
+    """The bans and mutes in force, indexed for the hub's hot paths."""
 
-    def __init__(self, hub: Hub, store: Store) -> None:
-        self.hub = hub
+    def __init__(self, store: ModerationStore) -> None:
         self.store = store
         self.bans: dict[int, Ban] = {}
         self.mutes: dict[int, Mute] = {}
@@ -278,36 +142,30 @@ class Moderation:
         self._ban_networks: list[tuple[Network, Ban]] = []
         self._mute_users: dict[int, dict[int, Mute]] = {}
         self._mute_names: dict[str, dict[int, Mute]] = {}
-        self._next_ban_id = self._next_mute_id = self._next_audit_id = 0
 
-    # ------------------------------------------------------------------ startup
-
-    async def open(self) -> None:
-        """Create the tables and load the active bans and mutes (store must be open)."""
-        now = time.time()
-
-        def load(db: sqlite3.Connection) -> tuple[list[Any], list[Any], list[Any], list[int]]:
-            db.executescript(SCHEMA)
-            bans = db.execute(_ACTIVE_BANS, (now,)).fetchall()
-            mutes = db.execute(_ACTIVE_MUTES, (now,)).fetchall()
-            audit = db.execute(_RECENT_AUDIT, (RECENT_AUDIT,)).fetchall()
-            tops = [(db.execute(sql).fetchone() or (0,))[0] or 0 for sql in _MAX_IDS]
-            return bans, mutes, audit, tops
-
-        bans, mutes, audit, tops = await self.store.run(load)
-        self._next_ban_id, self._next_mute_id, self._next_audit_id = tops
-        for row in bans:
-            self._add_ban(Ban(*row))
-        for row in mutes:
-            self._add_mute(Mute(*row))
-        for row in reversed(audit):
-            self.recent_audit.append(AuditEntry(*row))
-        self.hub.listeners.append(self._on_connection_change)
-        log.info("moderation: %d active bans, %d active mutes", len(self.bans), len(self.mutes))
-
-    def close(self) -> None:
-        if self._on_connection_change in self.hub.listeners:
-            self.hub.listeners.remove(self._on_connection_change)
+    async def reload(self) -> None:
+        """Replace the in-memory view with what the store holds now."""
+        active = await self.store.active()
+        bans_changed = set(self.bans) != {ban.id for ban in active.bans}
+        mutes_changed = set(self.mutes) != {mute.id for mute in active.mutes}
+        self.bans.clear()
+        self.mutes.clear()
+        self._ban_names.clear()
+        self._ban_addresses.clear()
+        self._ban_networks = []
+        self._mute_users.clear()
+        self._mute_names.clear()
+        for ban in active.bans:
+            self.add_ban(ban)
+        for mute in active.mutes:
+            self.add_mute(mute)
+        known = {entry.id for entry in self.recent_audit}
+        fresh = [entry for entry in active.audit if entry.id not in known]
+        for entry in fresh:
+            self.recent_audit.append(entry)
+        for what, changed in (("bans", bans_changed), ("mutes", mutes_changed), ("audit", fresh)):
+            if changed:
+                self.changed(what)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ hot paths
 
@@ -352,15 +210,123 @@ class Moderation:
         candidates = [*(by_user or {}).values(), *(by_name or {}).values()]
         return _longest((mute for mute in candidates if mute.active(now)), Mute)
 
+    # ------------------------------------------------------------------ reading
+
+    def active_bans(self) -> list[Ban]:
+        now = time.time()
+        return sorted((ban for ban in self.bans.values() if ban.active(now)), key=_by_id)
+
+    def active_mutes(self) -> list[Mute]:
+        now = time.time()
+        return sorted((mute for mute in self.mutes.values() if mute.active(now)), key=_by_id)
+
+    def expire(self) -> None:
+        """Forget bans and mutes whose time is up (lookups ignore them already)."""
+        now = time.time()
+        bans = [ban for ban in self.bans.values() if not ban.active(now)]
+        for ban in bans:
+            self.remove_ban(ban)
+        mutes = [mute for mute in self.mutes.values() if not mute.active(now)]
+        for mute in mutes:
+            self.remove_mute(mute)
+        if bans:
+            self.changed("bans")
+        if mutes:
+            self.changed("mutes")
+
+    # ------------------------------------------------------------------ indexes
+
+    def add_ban(self, ban: Ban) -> None:
+        self.bans[ban.id] = ban
+        if ban.name:
+            self._ban_names.setdefault(name_key(ban.name), {})[ban.id] = ban
+        if ban.address and "/" in ban.address:
+            self._ban_networks.append((ipaddress.ip_network(ban.address), ban))
+        elif ban.address:
+            self._ban_addresses.setdefault(ban.address, {})[ban.id] = ban
+
+    def remove_ban(self, ban: Ban) -> None:
+        self.bans.pop(ban.id, None)
+        if ban.name:
+            _discard(self._ban_names, name_key(ban.name), ban.id)
+        if ban.address and "/" in ban.address:
+            self._ban_networks = [(n, b) for n, b in self._ban_networks if b is not ban]
+        elif ban.address:
+            _discard(self._ban_addresses, ban.address, ban.id)
+
+    def add_mute(self, mute: Mute) -> None:
+        self.mutes[mute.id] = mute
+        if mute.user_id is not None:
+            self._mute_users.setdefault(mute.user_id, {})[mute.id] = mute
+        if mute.name:
+            self._mute_names.setdefault(name_key(mute.name), {})[mute.id] = mute
+
+    def remove_mute(self, mute: Mute) -> None:
+        self.mutes.pop(mute.id, None)
+        if mute.user_id is not None:
+            _discard(self._mute_users, mute.user_id, mute.id)
+        if mute.name:
+            _discard(self._mute_names, name_key(mute.name), mute.id)
+
+    def record(self, entry: AuditEntry) -> None:
+        if all(known.id != entry.id for known in self.recent_audit):
+            self.recent_audit.append(entry)
+            self.changed("audit")
+
+    def changed(self, what: Change) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(what)
+            except Exception:
+                log.exception("moderation listener failed")
+
+
+# --------------------------------------------------------------------------- moderation
+
+
+class Moderation:
+    """The operator's powers: store first, then memory, then every node."""
+
+    def __init__(
+        self, hub: Hub, restrictions: Restrictions, store: ModerationStore, broker: Broker
+    ) -> None:
+        self.hub = hub
+        self.restrictions = restrictions
+        self.store = store
+        self.broker = broker
+
+    # The dashboard reads these through the moderation object.
+    @property
+    def listeners(self) -> list[ChangeListener]:
+        return self.restrictions.listeners
+
+    @property
+    def recent_audit(self) -> deque[AuditEntry]:
+        return self.restrictions.recent_audit
+
+    def active_bans(self) -> list[Ban]:
+        return self.restrictions.active_bans()
+
+    def active_mutes(self) -> list[Mute]:
+        return self.restrictions.active_mutes()
+
+    def expire(self) -> None:
+        self.restrictions.expire()
+
     # ------------------------------------------------------------------ actions
 
     async def kick(self, conn: Connection, reason: str, actor: str) -> AuditEntry:
         """Close ``conn`` with 4500; its rooms see ``NAME was kicked (reason)``."""
         reason = clean_reason(reason)
-        target = describe(conn)
+        entry = await self._audit(actor, "kick", describe(conn), reason)
         # "kicked: " + reason must fit a close frame, or the frame is invalid UTF-8.
-        self.hub.kick(conn, fit_utf8(reason, MAX_CLOSE_REASON_BYTES - len("kicked: ")))
-        return await self._audit(actor, "kick", target, reason)
+        close_text = fit_utf8(reason, MAX_CLOSE_REASON_BYTES - len("kicked: "))
+        self.broker.control(
+            KickConnection(
+                conn.conn_id, CLOSE_KICKED, close_text or "kicked by an operator", reason
+            )
+        )
+        return entry
 
     async def ban(
         self,
@@ -372,56 +338,40 @@ class Moderation:
         actor: str,
     ) -> tuple[Ban, int]:
         """Ban a name and/or an address; kick matching live connections. Returns the
-        ban and how many connections were kicked."""
+        ban and how many connections this node closed."""
         name = clean_name(name) if name else None
         address = clean_address(address) if address else None
         if name is None and address is None:
             raise CommandError("bad_request", "a ban needs a name or an address")
         reason = clean_reason(reason)
         now = time.time()
-        self._next_ban_id += 1
-        ban = Ban(
-            self._next_ban_id,
-            name,
-            address,
-            reason,
-            actor,
-            now,
-            None if duration is None else now + duration,
+        until = None if duration is None else now + duration
+        draft = Ban(0, name, address, reason, actor, now, until)
+        matches = sum(
+            _ban_matches(draft, conn.name, normalize_address(conn.remote))
+            for conn in self.hub.connections.values()
         )
-        self._add_ban(ban)
-        kicked = self._kick_banned(ban)
-        detail = f"{until_text(ban.until)}; {kicked} connection(s) closed"
-        await self._persist(
-            "INSERT INTO bans (id, name, address, reason, actor, created, until) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ban.id, name, address, reason, actor, now, ban.until),
-            self._audit_entry(actor, "ban", ban.target(), reason, detail),
+        detail = f"{until_text(until)}; {matches} connection(s) closed"
+        ban, entry = await self.store.add_ban(
+            draft, self._draft(actor, "ban", draft.target(), reason, detail)
         )
-        self._changed("bans")
+        self.restrictions.add_ban(ban)
+        self.restrictions.record(entry)
+        kicked = self.hub.enforce_bans()
+        self.restrictions.changed("bans")
+        self.broker.control(ModerationChanged("bans"))
         return ban, kicked
 
-    def _kick_banned(self, ban: Ban) -> int:
-        matches = [
-            conn
-            for conn in self.hub.connections.values()
-            if _ban_matches(ban, conn.name, normalize_address(conn.remote))
-        ]
-        for conn in matches:
-            self.hub.ban_kick(conn, ban.close_reason(), ban.reason)
-        return len(matches)
-
     async def lift_ban(self, ban_id: int, actor: str) -> Ban:
-        ban = self.bans.get(ban_id)
+        ban = self.restrictions.bans.get(ban_id)
         if ban is None:
             raise CommandError("not_found", f"no active ban {ban_id}")
-        self._remove_ban(ban)
-        await self._persist(
-            "UPDATE bans SET lifted = ?, lifted_by = ? WHERE id = ?",
-            (time.time(), actor, ban_id),
-            self._audit_entry(actor, "unban", f"ban {ban_id} {ban.target()}", "", ""),
-        )
-        self._changed("bans")
+        target = f"ban {ban_id} {ban.target()}"
+        entry = await self.store.lift("ban", ban_id, actor, self._draft(actor, "unban", target))
+        self.restrictions.remove_ban(ban)
+        self.restrictions.record(entry)
+        self.restrictions.changed("bans")
+        self.broker.control(ModerationChanged("bans"))
         return ban
 
     async def mute(
@@ -445,173 +395,70 @@ class Moderation:
             user_id, name = live.user.id, name or live.name
         reason = clean_reason(reason)
         now = time.time()
-        self._next_mute_id += 1
         until = None if duration is None else now + duration
-        mute = Mute(self._next_mute_id, user_id, name, reason, actor, now, until)
-        self._add_mute(mute)
-        if live is not None:
-            live.send(Rendered(SystemEvent(text=mute.notice())))
-        await self._persist(
-            "INSERT INTO mutes (id, user_id, name, reason, actor, created, until) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (mute.id, user_id, name, reason, actor, now, until),
-            self._audit_entry(actor, "mute", mute.target(), reason, until_text(until)),
+        draft = Mute(0, user_id, name, reason, actor, now, until)
+        mute, entry = await self.store.add_mute(
+            draft, self._draft(actor, "mute", draft.target(), reason, until_text(until))
         )
-        self._changed("mutes")
+        self.restrictions.add_mute(mute)
+        self.restrictions.record(entry)
+        self.restrictions.changed("mutes")
+        self.broker.control(ModerationChanged("mutes", user_id, name, mute.notice()))
         return mute
 
     async def unmute(self, mute_id: int, actor: str) -> Mute:
-        mute = self.mutes.get(mute_id)
+        mute = self.restrictions.mutes.get(mute_id)
         if mute is None:
             raise CommandError("not_found", f"no active mute {mute_id}")
-        self._remove_mute(mute)
-        live = self.hub.users.get(mute.user_id) if mute.user_id is not None else None
-        if live is None and mute.name:
-            live = self.hub.by_name(mute.name)
-        if live is not None and self.find_mute(live.user.id, live.name) is None:
-            live.send(Rendered(SystemEvent(text="You are no longer muted.")))
-        await self._persist(
-            "UPDATE mutes SET lifted = ?, lifted_by = ? WHERE id = ?",
-            (time.time(), actor, mute_id),
-            self._audit_entry(actor, "unmute", f"mute {mute_id} {mute.target()}", "", ""),
+        target = f"mute {mute_id} {mute.target()}"
+        entry = await self.store.lift("mute", mute_id, actor, self._draft(actor, "unmute", target))
+        self.restrictions.remove_mute(mute)
+        self.restrictions.record(entry)
+        self.restrictions.changed("mutes")
+        still = mute.user_id is not None and self.restrictions.find_mute(
+            mute.user_id, mute.name or ""
         )
-        self._changed("mutes")
+        notice = "" if still else "You are no longer muted."
+        self.broker.control(ModerationChanged("mutes", mute.user_id, mute.name, notice))
         return mute
 
     async def announce(self, text: str, room: str | None, actor: str) -> int:
-        """A system message to ``room`` or everyone; returns the number of recipients."""
+        """A system message to ``room`` or everyone; returns the number of recipients
+        on this node."""
         validate_text(text)
         limit = self.hub.settings.max_message_bytes
         if limit and len(text.encode("utf-8")) > limit:
             raise CommandError("bad_request", f"an announcement has at most {limit} bytes")
         if room:
             room = validate_room(room)
-            if room not in self.hub.rooms:
+            members = await self.hub.who(room)
+            if not members:
                 raise CommandError("not_found", f"no one is in #{room}")
-            recipients = len(self.hub.rooms[room].members)
+            recipients = len(members)
         else:
             recipients = len(self.hub.connections)
-        self.hub.announce(text, room or None)
         await self._audit(actor, "announce", f"#{room}" if room else "everyone", "", text)
+        self.hub.announce(text, room or None)
         return recipients
 
     async def record(self, actor: str, action: str, target: str, detail: str = "") -> None:
         """An audit entry for something that is not a moderation action (a login)."""
         await self._audit(actor, action, target, "", detail)
 
-    # ------------------------------------------------------------------ reading
-
-    def active_bans(self) -> list[Ban]:
-        now = time.time()
-        return sorted((ban for ban in self.bans.values() if ban.active(now)), key=_by_id)
-
-    def active_mutes(self) -> list[Mute]:
-        now = time.time()
-        return sorted((mute for mute in self.mutes.values() if mute.active(now)), key=_by_id)
-
     async def audit_page(self, limit: int, before: int | None) -> tuple[list[AuditEntry], bool]:
-        """The newest ``limit`` entries with id < ``before``, newest first, and whether
-        older ones exist."""
-        bound = before if before is not None else 2**62
-        sql = (
-            "SELECT id, ts, actor, action, target, reason, detail FROM audit_log "
-            "WHERE id < ? ORDER BY id DESC LIMIT ?"
-        )
-        rows = await self.store.run(lambda db: db.execute(sql, (bound, limit + 1)).fetchall())
-        return [AuditEntry(*row) for row in rows[:limit]], len(rows) > limit
-
-    def expire(self) -> None:
-        """Forget bans and mutes whose time is up (lookups ignore them already)."""
-        now = time.time()
-        bans = [ban for ban in self.bans.values() if not ban.active(now)]
-        for ban in bans:
-            self._remove_ban(ban)
-        mutes = [mute for mute in self.mutes.values() if not mute.active(now)]
-        for mute in mutes:
-            self._remove_mute(mute)
-        if bans:
-            self._changed("bans")
-        if mutes:
-            self._changed("mutes")
+        return await self.store.audit_page(limit, before)
 
     # ------------------------------------------------------------------ internals
 
-    def _on_connection_change(self, change: str, conn: Connection) -> None:
-        # A renamed connection may now carry a banned name.
-        if change != "update" or not self._ban_names:
-            return
-        ban = self.find_ban(conn.name, conn.remote)
-        if ban is not None and not conn.closed:
-            asyncio.get_running_loop().call_soon(self._late_ban_kick, conn, ban)
-
-    def _late_ban_kick(self, conn: Connection, ban: Ban) -> None:
-        if self.hub.find(conn.conn_id) is conn:
-            self.hub.ban_kick(conn, ban.close_reason(), ban.reason)
-
-    def _add_ban(self, ban: Ban) -> None:
-        self.bans[ban.id] = ban
-        if ban.name:
-            self._ban_names.setdefault(name_key(ban.name), {})[ban.id] = ban
-        if ban.address and "/" in ban.address:
-            self._ban_networks.append((ipaddress.ip_network(ban.address), ban))
-        elif ban.address:
-            self._ban_addresses.setdefault(ban.address, {})[ban.id] = ban
-        self._next_ban_id = max(self._next_ban_id, ban.id)
-
-    def _remove_ban(self, ban: Ban) -> None:
-        self.bans.pop(ban.id, None)
-        if ban.name:
-            _discard(self._ban_names, name_key(ban.name), ban.id)
-        if ban.address and "/" in ban.address:
-            self._ban_networks = [(n, b) for n, b in self._ban_networks if b is not ban]
-        elif ban.address:
-            _discard(self._ban_addresses, ban.address, ban.id)
-
-    def _add_mute(self, mute: Mute) -> None:
-        self.mutes[mute.id] = mute
-        if mute.user_id is not None:
-            self._mute_users.setdefault(mute.user_id, {})[mute.id] = mute
-        if mute.name:
-            self._mute_names.setdefault(name_key(mute.name), {})[mute.id] = mute
-        self._next_mute_id = max(self._next_mute_id, mute.id)
-
-    def _remove_mute(self, mute: Mute) -> None:
-        self.mutes.pop(mute.id, None)
-        if mute.user_id is not None:
-            _discard(self._mute_users, mute.user_id, mute.id)
-        if mute.name:
-            _discard(self._mute_names, name_key(mute.name), mute.id)
-
-    def _audit_entry(
-        self, actor: str, action: str, target: str, reason: str, detail: str
+    def _draft(
+        self, actor: str, action: str, target: str, reason: str = "", detail: str = ""
     ) -> AuditEntry:
-        self._next_audit_id += 1
-        return AuditEntry(self._next_audit_id, time.time(), actor, action, target, reason, detail)
+        return AuditEntry(0, time.time(), actor, action, target, reason, detail)
 
     async def _audit(
         self, actor: str, action: str, target: str, reason: str, detail: str = ""
     ) -> AuditEntry:
-        entry = self._audit_entry(actor, action, target, reason, detail)
-        await self._persist(None, (), entry)
-        return entry
-
-    async def _persist(self, sql: str | None, params: tuple[Any, ...], entry: AuditEntry) -> None:
-        """Write one change and its audit entry in one transaction, then publish the entry."""
-
-        def write(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN")
-            try:
-                if sql is not None:
-                    db.execute(sql, params)
-                db.execute(
-                    "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    dataclasses.astuple(entry),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
+        entry = await self.store.add_audit(self._draft(actor, action, target, reason, detail))
         log.info(
             "audit: %s %s %s (%s) %s",
             entry.actor,
@@ -620,20 +467,8 @@ class Moderation:
             entry.reason,
             entry.detail,
         )
-        self.recent_audit.append(entry)
-        self._changed("audit")
-        try:
-            await self.store.run(write)
-        except sqlite3.Error:
-            # The action has taken effect in memory; losing its record is the lesser harm.
-            log.exception("could not store audit entry %s", entry.id)
-
-    def _changed(self, what: Change) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(what)
-            except Exception:
-                log.exception("moderation listener failed")
+        self.restrictions.record(entry)
+        return entry
 
 
 _Timed = TypeVar("_Timed", Ban, Mute)

@@ -7,7 +7,7 @@ from importlib import resources
 from aiohttp import web
 
 from . import __version__
-from .keys import HUB
+from .keys import HEALTH, HUB
 
 
 async def index_page(request: web.Request) -> web.StreamResponse:
@@ -19,13 +19,17 @@ async def index_page(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
+    """200 when this node can store and publish; 503 naming what cannot."""
+    hub, health = request.app[HUB], request.app[HEALTH]
     return web.json_response(
         {
-            "status": "ok",
+            "status": "ok" if health.ok else "unavailable",
+            "problems": health.problems(),
             "version": __version__,
+            "node": hub.node,
             "connections": len(hub.connections),
             "rooms": len(hub.rooms),
             "shutting_down": hub.shutting_down,
-        }
+        },
+        status=200 if health.ok else 503,
     )

@@ -283,12 +283,15 @@ class WelcomeEvent(Event, tag="welcome", frozen=True):
     # The newest message id per room at welcome time: a resume cursor for rooms
     # where the client has not seen a message yet.
     last_ids: dict[str, int]
+    # Each room's log epoch: ids count within it (see docs/protocol.md, resume).
+    epochs: dict[str, str] = {}
 
 
 class WhoEvent(Event, tag="who", frozen=True):
     room: str
     users: list[User]
     last_id: int  # the room's newest message id (a resume cursor after a join)
+    epoch: str = ""
 
 
 class HistoryEvent(Event, tag="history", frozen=True):
@@ -297,9 +300,13 @@ class HistoryEvent(Event, tag="history", frozen=True):
     more: bool
 
 
-class RoomRecovery(msgspec.Struct, frozen=True):
+class RoomRecovery(msgspec.Struct, frozen=True, omit_defaults=True):
     recovered: int
     lost: int
+    # The log's epoch changed since the client's cursor (the log lost its data):
+    # ``lost`` counts the ids the client had, and what it gets is the new epoch's.
+    epoch_changed: bool = False
+    epoch: str = ""  # the new epoch, when it changed
 
 
 class ResumedEvent(Event, tag="resumed", frozen=True):

@@ -22,6 +22,8 @@ from .protocol import (
     encode_json,
     text_line,
 )
+from .roomlog import Head
+from .session import Cursor
 
 
 async def send_direct(conn: Connection, event: Event) -> None:
@@ -32,33 +34,45 @@ async def send_direct(conn: Connection, event: Event) -> None:
     conn.bytes_out += len(payload)
 
 
-async def replay(conn: Connection, hub: Hub, last: dict[str, int], history: int) -> None:
+async def replay(conn: Connection, hub: Hub, last: dict[str, Cursor], history: int) -> None:
     """Replay missed messages per ``last`` cursor (or the last ``history`` messages
     of the first room), then release the held live events."""
     sent: dict[str, int] = {}
-    replayed: dict[str, list[MessageEvent]] = {}
+    recovery: dict[str, RoomRecovery] = {}
     try:
         conn.flush()  # the welcome goes out before anything replayed
+        heads = await hub.room_log.heads(conn.rooms)
         for room in list(conn.rooms):
             if room in last:
-                replayed[room] = await _replay_missed(conn, hub, room, last[room], sent)
+                recovery[room] = await _replay_missed(
+                    conn, hub, room, last[room], heads[room], sent
+                )
             elif history and room == conn.rooms[0]:
                 await _replay_history(conn, hub, room, history, sent)
         if last:
-            await send_direct(conn, _recovery(conn, hub, last, replayed))
+            await send_direct(conn, ResumedEvent(rooms=recovery))
     finally:
         release_held(conn, sent)
 
 
 async def _replay_missed(
-    conn: Connection, hub: Hub, room: str, after: int, sent: dict[str, int]
-) -> list[MessageEvent]:
+    conn: Connection, hub: Hub, room: str, cursor: Cursor, head: Head, sent: dict[str, int]
+) -> RoomRecovery:
+    """Send what came after the cursor; say how many came back and how many are
+    gone (trimmed by retention, or in an older epoch of the log)."""
+    changed = bool(cursor.epoch) and cursor.epoch != head.epoch
+    after = 0 if changed else cursor.last_id
     cap = hub.settings.history_max_messages or 1_000_000
-    messages = await hub.store.messages_after(room, after, cap) if hub.settings.history else []
+    messages = await hub.room_log.after(room, after, cap) if hub.settings.history else []
     for message in messages:
         await send_direct(conn, message)
     sent[room] = messages[-1].id if messages else after
-    return messages
+    if changed:
+        return RoomRecovery(len(messages), cursor.last_id, True, head.epoch)
+    first = messages[0].id if messages else _first_held(conn, room)
+    # Without a replayed or held message, everything up to the head is gone.
+    gone = head.last_id - after if first is None else first - after - 1
+    return RoomRecovery(len(messages), max(0, gone))
 
 
 async def _replay_history(
@@ -66,31 +80,18 @@ async def _replay_history(
 ) -> None:
     if not hub.settings.history:
         return
-    messages, more = await hub.store.messages_before(room, None, limit)
+    messages, more = await hub.room_log.before(room, None, limit)
     await send_direct(conn, HistoryEvent(room=room, messages=messages, more=more))
     sent[room] = messages[-1].id if messages else 0
 
 
-def _recovery(
-    conn: Connection, hub: Hub, last: dict[str, int], replayed: dict[str, list[MessageEvent]]
-) -> ResumedEvent:
-    """Per room: how many missed messages came back, and how many are gone
-    (beyond retention), judged by the first id still available."""
-    first_held: dict[str, int] = {}
+def _first_held(conn: Connection, room: str) -> int | None:
+    """The id of the first live message held for ``room`` during the replay."""
     for rendered in conn.held or ():
         event = rendered.event
-        if isinstance(event, MessageEvent):
-            first_held.setdefault(event.room, event.id)
-    rooms: dict[str, RoomRecovery] = {}
-    for room, messages in replayed.items():
-        after = last[room]
-        first = messages[0].id if messages else first_held.get(room)
-        if first is None:
-            lost = max(0, hub.store.room_last_ids.get(room, 0) - after)
-        else:
-            lost = max(0, first - after - 1)
-        rooms[room] = RoomRecovery(recovered=len(messages), lost=lost)
-    return ResumedEvent(rooms=rooms)
+        if isinstance(event, MessageEvent) and event.room == room:
+            return event.id
+    return None
 
 
 def release_held(conn: Connection, sent: dict[str, int]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,6 +48,9 @@ class Settings:
     max_rooms_per_connection: int = 20
     trusted_proxy: bool = False  # take the client address from X-Forwarded-For
     log_level: str = "INFO"
+    node_id: str = ""  # this node's name in Redis mode ("" : host-pid-random)
+    redis_prefix: str = "chat"  # every Redis key and channel starts with this
+    presence_ttl: float = 30.0  # seconds a dead node's users stay in presence (Redis mode)
 
     @property
     def db_path(self) -> str:
@@ -90,10 +94,14 @@ def _validate(settings: Settings) -> Settings:
             raise SettingsError(f"{name} must not be negative")
     if settings.port > 65535:
         raise SettingsError("port must be at most 65535")
-    if settings.redis_url:
-        raise SettingsError(
-            "Redis mode (--redis-url) is not implemented yet; see docs/operations.md"
-        )
+    if settings.redis_url and not settings.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise SettingsError("redis_url must start with redis://, rediss:// or unix://")
+    if not 1 <= settings.presence_ttl <= 600:
+        raise SettingsError("presence_ttl must be between 1 and 600 seconds")
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{0,64}", settings.node_id + settings.redis_prefix):
+        raise SettingsError("node_id and redis_prefix take letters, digits and _ . : - only")
     return settings
 
 

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .connection import Connection, Dialect, pin_kernel_send_buffer
+from .directory import SessionRecord
 from .errors import CommandError
 from .hub import CLOSE_BANNED, Hub
 from .keys import ADDRESSES, HUB, SETTINGS
@@ -54,9 +55,8 @@ from .protocol import (
     validate_room,
 )
 from .replay import replay
-from .session import hash_token, new_token, parse_last
+from .session import Cursor, hash_token, new_token, parse_last
 from .settings import Settings
-from .store import SessionRecord
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,10 @@ async def _identify(request: web.Request, hub: Hub) -> _Identity:
     """A resumed identity from a valid ``session`` token, or a new one."""
     query = request.query
     token = query.get("session", "")
-    record = await hub.store.load_session(hash_token(token)) if token else None
+    record = await hub.directory.load_session(hash_token(token)) if token else None
     if record is not None and record.expires >= time.time():
-        return _resumed_identity(hub, token, record)
-    identity = _new_identity(hub, query.get("room", DEFAULT_ROOM), query.get("name"))
+        return await _resumed_identity(hub, token, record)
+    identity = await _new_identity(hub, query.get("room", DEFAULT_ROOM), query.get("name"))
     if token:
         identity.notices.append(
             SystemEvent(text="Your session has expired or is unknown; you are a new user.")
@@ -153,18 +153,17 @@ async def _identify(request: web.Request, hub: Hub) -> _Identity:
     return identity
 
 
-def _resumed_identity(hub: Hub, token: str, record: SessionRecord) -> _Identity:
+async def _resumed_identity(hub: Hub, token: str, record: SessionRecord) -> _Identity:
     user = User(record.user_id, record.name)
     notices: list[Event] = []
-    holder = hub.by_name(record.name)
-    if holder is not None and holder.user.id != record.user_id:
+    if not await hub.directory.name_free(record.name, record.user_id):
         user = User(record.user_id, default_name(record.user_id))
         notices.append(ErrorEvent(code="name_taken", message=f"{record.name!r} is taken now"))
     return _Identity(user, token, record.rooms or [DEFAULT_ROOM], True, notices)
 
 
-def _new_identity(hub: Hub, room: str, requested: str | None) -> _Identity:
-    user_id = hub.new_user_id()
+async def _new_identity(hub: Hub, room: str, requested: str | None) -> _Identity:
+    user_id = await hub.directory.new_user_id()
     identity = _Identity(User(user_id, default_name(user_id)), new_token(), [DEFAULT_ROOM], False)
     try:
         identity.rooms = [validate_room(room)]
@@ -173,7 +172,7 @@ def _new_identity(hub: Hub, room: str, requested: str | None) -> _Identity:
     if requested is not None:
         try:
             validate_name(requested, user_id)
-            if not hub.name_free(requested):
+            if not await hub.directory.name_free(requested, user_id):
                 raise CommandError("name_taken", f"the name {requested!r} is taken")
             identity.user = User(user_id, requested)
         except CommandError as exc:
@@ -193,9 +192,9 @@ async def _open(
     if settings.outbound_buffer_bytes:
         pin_kernel_send_buffer(transport)
     identity = await _identify(request, hub)
-    banned = hub.moderation.ban_reason(identity.user.name, address)
-    if banned is not None:
-        await ws.close(code=CLOSE_BANNED, message=close_reason(banned))
+    ban = hub.restrictions.find_ban(identity.user.name, address)
+    if ban is not None:
+        await ws.close(code=CLOSE_BANNED, message=close_reason(ban.close_reason()))
         return None
     conn = Connection(
         conn_id=hub.new_conn_id(),
@@ -213,8 +212,8 @@ async def _open(
     last, history = _replay_request(request, identity)
     if last or history:
         conn.held = []
-    hub.add(conn)
-    conn.enqueue(_welcome(conn, identity, hub))
+    await hub.add(conn)
+    conn.enqueue(await _welcome(conn, identity, hub))
     for notice in identity.notices:
         conn.send(Rendered(notice))
     reason = "resume" if identity.resumed else "connect"
@@ -228,8 +227,8 @@ async def _open(
     return conn
 
 
-def _replay_request(request: web.Request, identity: _Identity) -> tuple[dict[str, int], int]:
-    last: dict[str, int] = {}
+def _replay_request(request: web.Request, identity: _Identity) -> tuple[dict[str, Cursor], int]:
+    last: dict[str, Cursor] = {}
     history = 0
     try:
         if identity.resumed:
@@ -243,8 +242,9 @@ def _replay_request(request: web.Request, identity: _Identity) -> tuple[dict[str
     return last, history
 
 
-def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
+async def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
     settings = hub.settings
+    heads = await hub.room_log.heads(identity.rooms)
     event = WelcomeEvent(
         user=conn.user,
         rooms=list(identity.rooms),
@@ -252,7 +252,8 @@ def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
         resumed=identity.resumed,
         heartbeat=settings.heartbeat,
         limits=Limits(settings.max_message_bytes, settings.rate_limit, settings.rate_burst),
-        last_ids={room: hub.last_ids.get(room, 0) for room in identity.rooms},
+        last_ids={room: head.last_id for room, head in heads.items()},
+        epochs={room: head.epoch for room, head in heads.items()},
     )
     rendered = Rendered(event)
     return rendered.json_frame() if conn.is_json else rendered.text_frame(None)
@@ -306,16 +307,16 @@ async def _on_text(conn: Connection, hub: Hub, data: str) -> bool:
 async def dispatch(conn: Connection, hub: Hub, command: AnyCommand) -> bool:
     """Apply one command; False ends the connection (``quit``)."""
     if isinstance(command, SendMessage):
-        hub.post(conn, command.room, command.text)
+        await hub.post(conn, command.room, command.text, _message_key(conn, command))
     elif isinstance(command, Nick):
-        hub.rename(conn, command.name)
+        await hub.rename(conn, command.name)
     elif isinstance(command, Join):
         await _join(conn, hub, command)
     elif isinstance(command, Leave):
         hub.leave(conn, command.room or conn.current_room or "")
     elif isinstance(command, Who):
         room = _room_or_current(conn, command.room)
-        _send(conn, _who(hub, room))
+        _send(conn, await _who(hub, room))
     elif isinstance(command, History):
         await _history(conn, hub, command)
     elif isinstance(command, Quit):
@@ -339,7 +340,7 @@ def _misc(conn: Connection, command: AnyCommand) -> None:
 async def _join(conn: Connection, hub: Hub, command: Join) -> None:
     room = hub.join(conn, command.room)
     if conn.is_json:
-        _send(conn, _who(hub, room))
+        _send(conn, await _who(hub, room))
     if command.history:
         await _history(conn, hub, History(room=room, limit=command.history))
 
@@ -352,12 +353,22 @@ async def _history(conn: Connection, hub: Hub, command: History) -> None:
         raise CommandError("not_in_room", f"join #{room} to read its history")
     if not 1 <= command.limit <= MAX_HISTORY_LIMIT:
         raise CommandError("bad_request", f"limit must be 1..{MAX_HISTORY_LIMIT}")
-    messages, more = await hub.store.messages_before(room, command.before, command.limit)
+    messages, more = await hub.room_log.before(room, command.before, command.limit)
     _send(conn, HistoryEvent(room=room, messages=messages, more=more))
 
 
-def _who(hub: Hub, room: str) -> WhoEvent:
-    return WhoEvent(room=room, users=hub.who(room), last_id=hub.last_ids.get(room, 0))
+async def _who(hub: Hub, room: str) -> WhoEvent:
+    users = await hub.who(room)
+    head = (await hub.room_log.heads([room]))[room]
+    return WhoEvent(room=room, users=users, last_id=head.last_id, epoch=head.epoch)
+
+
+def _message_key(conn: Connection, command: SendMessage) -> str:
+    """The idempotency key of a message: the client's ``ref`` if it gave one, else
+    one made here (a retry inside the Redis client must not store a copy)."""
+    if command.ref is not None:
+        return f"{conn.user.id}:{command.ref}"
+    return new_token()
 
 
 def _room_or_current(conn: Connection, room: str | None) -> str:

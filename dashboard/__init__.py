@@ -1,9 +1,9 @@
 """The admin dashboard and admin API, mounted at ``/admin/`` by ``create_app``.
 
-``setup_dashboard`` installs :class:`~chatserver.moderation.Moderation` on the
-hub, builds the sub-app (pages, push channel, forms, the ``/admin/api/``
-sub-app, templates and static files) and mounts it; a cleanup context opens
-moderation once the store is open and starts the dashboard's 1 s tick.
+``setup_dashboard`` builds the sub-app (pages, push channel, forms, the
+``/admin/api/`` sub-app, templates and static files) over the moderation that
+``create_app`` built, and mounts it; a cleanup context starts the
+dashboard's 1 s tick.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import jinja2
 from aiohttp import WSCloseCode, web
 
 import chatserver
-from chatserver.keys import HUB, STORE
-from chatserver.moderation import Moderation
+from chatserver.keys import HUB, MODERATION
 
 from .api import create_api
 from .auth import AttemptLimiter, SessionStore
-from .keys import LIMITER, LIVE, MODERATION, SESSIONS
+from .keys import LIMITER, LIVE, SESSIONS
 from .live import LiveHub
 from .views import add_routes, dashboard_headers, jinja_filters
 
@@ -30,12 +29,9 @@ CHAT_STATIC_DIR = Path(chatserver.__file__).parent / "static"
 
 
 def setup_dashboard(app: web.Application) -> None:
-    """Mount the admin sub-app on ``app`` and install moderation on its hub."""
-    hub, store = app[HUB], app[STORE]
-    moderation = Moderation(hub, store)
-    hub.moderation = moderation
+    """Mount the admin sub-app on ``app``."""
+    hub, moderation = app[HUB], app[MODERATION]
     sessions = SessionStore()
-    app[MODERATION] = moderation
     app[SESSIONS] = sessions
     app[LIMITER] = AttemptLimiter()
     app[LIVE] = LiveHub(hub, moderation, sessions)
@@ -67,13 +63,11 @@ async def _to_dashboard(request: web.Request) -> web.StreamResponse:
 
 
 async def _moderation_ctx(app: web.Application) -> AsyncIterator[None]:
-    # Registered after the store's context, so the store is open here.
-    moderation, live = app[MODERATION], app[LIVE]
-    await moderation.open()
+    # Registered after the core's contexts, so moderation is loaded here.
+    live = app[LIVE]
     live.start()
     yield
     await live.stop()
-    moderation.close()
 
 
 async def _close_dashboards(app: web.Application) -> None:

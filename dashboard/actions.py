@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from chatserver.connection import Connection
-from chatserver.errors import CommandError
+from chatserver.errors import CommandError, Unavailable
 from chatserver.hub import Hub
 from chatserver.moderation import Moderation, parse_duration, until_text
 from chatserver.protocol import parse_uint
@@ -188,4 +188,6 @@ BY_NAME: dict[str, Action] = {
 
 
 def status_of(error: CommandError) -> int:
+    if isinstance(error, Unavailable):
+        return 503
     return 404 if error.code == "not_found" else 400

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.moderation import Moderation
+from chatserver.keys import MODERATION
 
 from .auth import AttemptLimiter, SessionStore
 from .live import LiveHub
 
-MODERATION = web.AppKey("moderation", Moderation)
 SESSIONS = web.AppKey("admin_sessions", SessionStore)
 LIMITER = web.AppKey("admin_attempt_limiter", AttemptLimiter)
 LIVE = web.AppKey("admin_live", LiveHub)
+
+__all__ = ["LIMITER", "LIVE", "MODERATION", "SESSIONS"]

@@ -265,7 +265,8 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(*args: str, port: int | None = None) -> ServerProcess:
-        defaults = ["--db", str(tmp_path / "chat.db"), "--admin-token", ADMIN_TOKEN]
+        # Not chat.db: the in-process `chat` fixture may hold that one.
+        defaults = ["--db", str(tmp_path / "process.db"), "--admin-token", ADMIN_TOKEN]
         defaults += ["--rate-limit", "0", "--max-connections-per-ip", "0"]
         process = ServerProcess([*defaults, *args])
         if port is not None:

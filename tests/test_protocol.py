@@ -24,7 +24,7 @@ from chatserver.protocol import (
     validate_name,
     validate_room,
 )
-from chatserver.session import hash_token, new_token, parse_last
+from chatserver.session import Cursor, hash_token, new_token, parse_last
 
 
 @pytest.mark.parametrize(("size", "header"), [(5, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)])
@@ -107,10 +107,10 @@ def test_presence_lines_match_the_seed() -> None:
 
 
 def test_resume_cursor_parsing() -> None:
-    """`last` parses room:id pairs and refuses garbage."""
-    assert parse_last("lobby:5,#dev:0") == {"lobby": 5, "dev": 0}
+    """`last` parses room:id pairs, optionally with @epoch, and refuses garbage."""
+    assert parse_last("lobby:5,#dev:0@ab12") == {"lobby": Cursor(5), "dev": Cursor(0, "ab12")}
     assert parse_last("") == {}
-    for bad in ("lobby", "lobby:x", "lobby:-1", "bad room:1"):
+    for bad in ("lobby", "lobby:x", "lobby:-1", "bad room:1", "lobby:1@", "lobby:1@a b"):
         with pytest.raises(CommandError):
             parse_last(bad)
 

@@ -56,7 +56,7 @@ def test_parse_args_names_match_design() -> None:
     [
         ({"port": "x"}, "invalid value for port"),
         ({"heartbeat": "-1"}, "must not be negative"),
-        ({"redis_url": "redis://localhost"}, "not implemented yet"),
+        ({"redis_url": "localhost:6379"}, "redis_url must start with"),
     ],
 )
 def test_bad_values_are_clear_errors(flags: dict[str, str], message: str) -> None:

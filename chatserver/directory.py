@@ -1,0 +1,225 @@
+"""The directory: who is who across the whole chat.
+
+User ids, name claims (one holder per name, compared by ``name_key``),
+sessions and their resume tokens (hashed), presence (who is in which room, on
+which node) and the current holder of each session, so that a resume on any
+node takes the session over from wherever it was (close 4001).
+
+Writes that nobody waits for (presence, releasing a name, saving a session)
+are plain calls that the implementation completes in the background, in
+order; claims and reads are awaited. :class:`LocalDirectory` is the embedded
+implementation (memory, sessions in SQLite); the Redis one lives in
+``redis_engine.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sqlite3
+import time
+from typing import Protocol
+
+from .database import WRITE_FAILURES, Database, in_transaction
+from .health import Health
+from .protocol import User, name_key
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL, name TEXT NOT NULL,
+    rooms TEXT NOT NULL, expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclasses.dataclass(slots=True)
+class SessionRecord:
+    """What a resume token gives back: the identity and the rooms."""
+
+    token_hash: str
+    user_id: int
+    name: str
+    rooms: list[str]
+    expires: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Member:
+    """One connection's presence in a room."""
+
+    user: User
+    node: str
+    conn_id: int
+
+
+class Directory(Protocol):
+    """Identities, names, sessions and presence for every node."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def new_user_id(self) -> int: ...
+
+    async def claim_name(self, name: str, user_id: int, conn_id: int) -> bool:
+        """Take ``name`` for connection ``conn_id`` of ``user_id``; False if another
+        user holds it (another connection of the same user hands it over)."""
+
+    def release_name(self, name: str, user_id: int, conn_id: int) -> None:
+        """Give ``name`` up if connection ``conn_id`` still holds it."""
+
+    async def name_free(self, name: str, user_id: int) -> bool:
+        """Whether ``user_id`` could take ``name`` now (free, or already theirs)."""
+
+    async def load_session(self, token_hash: str) -> SessionRecord | None: ...
+
+    def save_session(self, record: SessionRecord) -> None: ...
+
+    async def take_session(self, user_id: int, conn_id: int) -> None:
+        """Make ``conn_id`` the holder of ``user_id``'s session; a holder on another
+        node is told to close (4001)."""
+
+    def joined(self, room: str, member: Member) -> None: ...
+
+    def left(self, room: str, member: Member) -> None: ...
+
+    async def who(self, room: str) -> list[User]:
+        """Everyone in ``room`` on every node, in join order."""
+
+    async def flush(self) -> None:
+        """Wait until the background writes made so far are done."""
+
+
+class LocalDirectory:
+    """One node: names and presence in memory, sessions in the SQLite file."""
+
+    def __init__(self, db: Database, health: Health) -> None:
+        self.db = db
+        self.health = health
+        self.names: dict[str, tuple[int, int]] = {}  # name_key -> (user id, conn id)
+        self.rooms: dict[str, dict[int, User]] = {}
+        self._max_user_id = 0
+        self._sessions: dict[str, SessionRecord] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._max_user_id = await self.db.run(_open_sync)
+        self._writer = asyncio.create_task(self._write_loop(), name="chat-session-writer")
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+    async def new_user_id(self) -> int:
+        self._max_user_id += 1
+        return self._max_user_id
+
+    async def claim_name(self, name: str, user_id: int, conn_id: int) -> bool:
+        key = name_key(name)
+        holder = self.names.get(key)
+        if holder is not None and holder[0] != user_id:
+            return False
+        self.names[key] = (user_id, conn_id)
+        return True
+
+    def release_name(self, name: str, user_id: int, conn_id: int) -> None:
+        key = name_key(name)
+        if self.names.get(key) == (user_id, conn_id):
+            del self.names[key]
+
+    async def name_free(self, name: str, user_id: int) -> bool:
+        holder = self.names.get(name_key(name))
+        return holder is None or holder[0] == user_id
+
+    async def take_session(self, user_id: int, conn_id: int) -> None:
+        # One node: the hub closes the previous holder itself.
+        return None
+
+    def joined(self, room: str, member: Member) -> None:
+        self.rooms.setdefault(room, {})[member.conn_id] = member.user
+
+    def left(self, room: str, member: Member) -> None:
+        members = self.rooms.get(room)
+        if members is not None:
+            members.pop(member.conn_id, None)
+            if not members:
+                del self.rooms[room]
+
+    async def who(self, room: str) -> list[User]:
+        return list(self.rooms.get(room, {}).values())
+
+    # ------------------------------------------------------------------ sessions
+
+    async def load_session(self, token_hash: str) -> SessionRecord | None:
+        pending = self._sessions.get(token_hash)
+        if pending is not None:
+            return pending
+        sql = "SELECT user_id, name, rooms, expires FROM sessions WHERE token_hash = ?"
+        row = await self.db.run(lambda db: db.execute(sql, (token_hash,)).fetchone())
+        if row is None:
+            return None
+        return SessionRecord(token_hash, row[0], row[1], json.loads(row[2]), row[3])
+
+    def save_session(self, record: SessionRecord) -> None:
+        self._sessions[record.token_hash] = record
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            await self._idle.wait()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._sessions:
+                batch, self._sessions = self._sessions, {}
+                await self._write(list(batch.values()))
+            self._idle.set()
+
+    async def _write(self, records: list[SessionRecord]) -> None:
+        rows = [(s.token_hash, s.user_id, s.name, json.dumps(s.rooms), s.expires) for s in records]
+        top = max(s.user_id for s in records)
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)", rows)
+            db.execute(
+                "INSERT INTO meta VALUES ('max_user_id', ?) ON CONFLICT (key) "
+                "DO UPDATE SET value = MAX(value, excluded.value)",
+                (top,),
+            )
+
+        try:
+            await self.db.run(lambda db: in_transaction(db, write))
+        except WRITE_FAILURES as exc:
+            # A lost session costs its user a resume, not a message: keep chatting.
+            self.health.down("store", f"cannot write sessions: {exc}")
+
+    async def prune(self) -> None:
+        """Forget expired sessions."""
+        now = time.time()
+        await self.db.run(lambda db: db.execute("DELETE FROM sessions WHERE expires < ?", (now,)))
+
+
+def _open_sync(db: sqlite3.Connection) -> int:
+    db.executescript(SCHEMA)
+    # The room log's table (opened first) counts too: messages carry user ids.
+    sources = [
+        "SELECT MAX(user_id) FROM sessions",
+        "SELECT value FROM meta WHERE key = 'max_user_id'",
+        "SELECT MAX(user_id) FROM messages",
+    ]
+    return max((db.execute(sql).fetchone() or (0,))[0] or 0 for sql in sources)
