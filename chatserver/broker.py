@@ -71,6 +71,10 @@ class Broker(Protocol):
     def control(self, command: AnyControl, node: str | None = None) -> None:
         """Send ``command`` to ``node`` (None: every node, this one included)."""
 
+    def track(self, room: str, epoch: str, last: int) -> None:
+        """A local member is in ``room``, whose log stands at ``last``: deliver
+        every message after it (a broker that can lose publications fills gaps)."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -92,6 +96,9 @@ class MemoryBroker:
 
     def control(self, command: AnyControl, node: str | None = None) -> None:
         self._on_control(command)
+
+    def track(self, room: str, epoch: str, last: int) -> None:
+        return None  # in-process delivery loses nothing
 
     async def open(self) -> None:
         return None

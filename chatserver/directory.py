@@ -67,6 +67,9 @@ class Directory(Protocol):
 
     async def new_user_id(self) -> int: ...
 
+    async def new_conn_id(self) -> int:
+        """A connection id unique among all nodes."""
+
     async def claim_name(self, name: str, user_id: int, conn_id: int) -> bool:
         """Take ``name`` for connection ``conn_id`` of ``user_id``; False if another
         user holds it (another connection of the same user hands it over)."""
@@ -85,6 +88,14 @@ class Directory(Protocol):
         """Make ``conn_id`` the holder of ``user_id``'s session; a holder on another
         node is told to close (4001)."""
 
+    def register(self, conn_id: int) -> None:
+        """Connection ``conn_id`` is live on this node."""
+
+    def unregister(self, conn_id: int) -> None: ...
+
+    async def locate(self, conn_id: int) -> str | None:
+        """The node that serves connection ``conn_id`` (None: nowhere known)."""
+
     def joined(self, room: str, member: Member) -> None: ...
 
     def left(self, room: str, member: Member) -> None: ...
@@ -99,12 +110,15 @@ class Directory(Protocol):
 class LocalDirectory:
     """One node: names and presence in memory, sessions in the SQLite file."""
 
-    def __init__(self, db: Database, health: Health) -> None:
+    def __init__(self, db: Database, health: Health, node: str) -> None:
         self.db = db
         self.health = health
+        self.node = node
+        self.live: set[int] = set()
         self.names: dict[str, tuple[int, int]] = {}  # name_key -> (user id, conn id)
         self.rooms: dict[str, dict[int, User]] = {}
         self._max_user_id = 0
+        self._conn_ids = 0
         self._sessions: dict[str, SessionRecord] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -126,6 +140,10 @@ class LocalDirectory:
         self._max_user_id += 1
         return self._max_user_id
 
+    async def new_conn_id(self) -> int:
+        self._conn_ids += 1
+        return self._conn_ids
+
     async def claim_name(self, name: str, user_id: int, conn_id: int) -> bool:
         key = name_key(name)
         holder = self.names.get(key)
@@ -146,6 +164,15 @@ class LocalDirectory:
     async def take_session(self, user_id: int, conn_id: int) -> None:
         # One node: the hub closes the previous holder itself.
         return None
+
+    def register(self, conn_id: int) -> None:
+        self.live.add(conn_id)
+
+    def unregister(self, conn_id: int) -> None:
+        self.live.discard(conn_id)
+
+    async def locate(self, conn_id: int) -> str | None:
+        return self.node if conn_id in self.live else None
 
     def joined(self, room: str, member: Member) -> None:
         self.rooms.setdefault(room, {})[member.conn_id] = member.user

@@ -43,7 +43,13 @@ def node_name(settings: Settings) -> str:
 
 def build_engine(settings: Settings, health: Health) -> Engine:
     if settings.redis_url:
-        raise SettingsError("Redis mode (--redis-url) is not implemented yet")
+        try:
+            from .redis_engine import build_redis_engine  # only Redis mode imports redis
+        except ImportError as exc:
+            raise SettingsError(
+                f"Redis mode needs the redis extra: pip install 'chatserver[redis]' ({exc})"
+            ) from None
+        return build_redis_engine(settings, health, node_name(settings))
     return build_embedded_engine(settings, health)
 
 
@@ -51,7 +57,7 @@ def build_embedded_engine(settings: Settings, health: Health) -> Engine:
     db = Database(settings.db_path)
     broker = MemoryBroker(node_name(settings))
     room_log = SqliteRoomLog(db, history=settings.history, publish=broker.publish, health=health)
-    directory = LocalDirectory(db, health)
+    directory = LocalDirectory(db, health, broker.node)
 
     async def backing() -> AsyncIterator[None]:
         await db.open()

@@ -105,22 +105,16 @@ class Hub:
         self.messages_in = 0
         self.deliveries = 0
         self.shutting_down = False
-        self._next_conn_id = 0
         self._closing: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.outbox: Outbox
         broker.subscribe(self.deliver, self.on_control)
 
-    def start(self, conn_ids_from: int = 0) -> None:
+    def start(self) -> None:
         """Bind to the running loop (called at startup)."""
         self.outbox = Outbox(asyncio.get_running_loop())
-        self._next_conn_id = conn_ids_from
 
     # ------------------------------------------------------------------ identity
-
-    def new_conn_id(self) -> int:
-        self._next_conn_id += 1
-        return self._next_conn_id
 
     async def add(self, conn: Connection) -> None:
         """Register a new live connection; a second one of the same user takes over."""
@@ -129,6 +123,7 @@ class Hub:
         self._take_over(conn.user.id, conn.conn_id)
         await self.directory.take_session(conn.user.id, conn.conn_id)
         self.connections[conn.conn_id] = conn
+        self.directory.register(conn.conn_id)
         self.users[conn.user.id] = conn
         self.names[name_key(conn.name)] = conn
         self._notify("connect", conn)
@@ -341,6 +336,7 @@ class Hub:
         """Remove a connection from all state and tell its rooms why (idempotent)."""
         if self.connections.pop(conn.conn_id, None) is None:
             return
+        self.directory.unregister(conn.conn_id)
         rooms = list(conn.rooms)
         for room_name in rooms:
             self._remove_member(conn, room_name, reason, detail)

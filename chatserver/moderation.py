@@ -328,6 +328,20 @@ class Moderation:
         )
         return entry
 
+    async def kick_id(self, conn_id: int, reason: str, actor: str) -> AuditEntry:
+        """Kick connection ``conn_id`` on whichever node serves it."""
+        conn = self.hub.find(conn_id)
+        if conn is not None:
+            return await self.kick(conn, reason, actor)
+        node = await self.hub.directory.locate(conn_id)
+        if node is None:
+            raise CommandError("not_found", f"connection {conn_id} is not connected")
+        reason = clean_reason(reason)
+        entry = await self._audit(actor, "kick", f"conn {conn_id} (on node {node})", reason)
+        close_text = fit_utf8(reason, MAX_CLOSE_REASON_BYTES - len("kicked: "))
+        self.broker.control(KickConnection(conn_id, CLOSE_KICKED, close_text, reason), node)
+        return entry
+
     async def ban(
         self,
         *,

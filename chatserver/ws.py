@@ -15,7 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .connection import Connection, Dialect, pin_kernel_send_buffer
 from .directory import SessionRecord
-from .errors import CommandError
+from .errors import CommandError, Unavailable
 from .hub import CLOSE_BANNED, Hub
 from .keys import ADDRESSES, HUB, SETTINGS
 from .limits import TokenBucket, origin_allowed
@@ -60,6 +60,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 registry: Try Again Later
+
 
 def client_address(request: web.Request, settings: Settings) -> str:
     if settings.trusted_proxy:
@@ -91,7 +93,13 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     reason = "quit"
     try:
         await ws.prepare(request)
-        conn = await _open(request, ws, hub, address)
+        try:
+            conn = await _open(request, ws, hub, address)
+        except Unavailable as exc:
+            # Local sockets stay up during an outage; new ones are told to retry.
+            log.info("refusing a connection: %s", exc.message)
+            await ws.close(code=CLOSE_TRY_AGAIN, message=close_reason(exc.message))
+            return ws
         while conn is not None and not conn.closed:
             msg = await ws.receive()
             conn.last_seen = time.monotonic()
@@ -197,7 +205,7 @@ async def _open(
         await ws.close(code=CLOSE_BANNED, message=close_reason(ban.close_reason()))
         return None
     conn = Connection(
-        conn_id=hub.new_conn_id(),
+        conn_id=await hub.directory.new_conn_id(),
         user=identity.user,
         ws=ws,
         transport=transport,
@@ -213,6 +221,22 @@ async def _open(
     if last or history:
         conn.held = []
     await hub.add(conn)
+    try:
+        await _greet(conn, hub, identity, last, history)
+    except Unavailable:
+        hub.disconnect(conn, "error")
+        raise
+    return conn
+
+
+async def _greet(
+    conn: Connection,
+    hub: Hub,
+    identity: _Identity,
+    last: dict[str, Cursor],
+    history: int,
+) -> None:
+    """Welcome a registered connection, join its rooms and replay what it asked for."""
     conn.enqueue(await _welcome(conn, identity, hub))
     for notice in identity.notices:
         conn.send(Rendered(notice))
@@ -224,14 +248,15 @@ async def _open(
             _error(conn, exc.code, exc.message)
     if last or history:
         await replay(conn, hub, last, history)
-    return conn
 
 
 def _replay_request(request: web.Request, identity: _Identity) -> tuple[dict[str, Cursor], int]:
     last: dict[str, Cursor] = {}
     history = 0
     try:
-        if identity.resumed:
+        # An expired or lost session (a Redis that lost its data) still replays
+        # the rooms the client is in now, so it learns what it missed or lost.
+        if identity.resumed or request.query.get("session"):
             last = parse_last(request.query.get("last", ""))
         wanted = parse_uint(request.query.get("history", "0"))
         if wanted is None:
@@ -245,6 +270,8 @@ def _replay_request(request: web.Request, identity: _Identity) -> tuple[dict[str
 async def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
     settings = hub.settings
     heads = await hub.room_log.heads(identity.rooms)
+    for room, head in heads.items():
+        hub.broker.track(room, head.epoch, head.last_id)
     event = WelcomeEvent(
         user=conn.user,
         rooms=list(identity.rooms),
@@ -360,6 +387,7 @@ async def _history(conn: Connection, hub: Hub, command: History) -> None:
 async def _who(hub: Hub, room: str) -> WhoEvent:
     users = await hub.who(room)
     head = (await hub.room_log.heads([room]))[room]
+    hub.broker.track(room, head.epoch, head.last_id)
     return WhoEvent(room=room, users=users, last_id=head.last_id, epoch=head.epoch)
 
 

@@ -97,6 +97,14 @@ def required_id(fields: Fields, key: str) -> int:
 
 
 async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    conn_id = int_field(fields, "conn_id")
+    if conn_id is not None and hub.find(conn_id) is None:
+        # Not on this node: the node that serves it closes it.
+        entry = await moderation.kick_id(conn_id, text_field(fields, "reason") or "", actor)
+        return Outcome(
+            f"Kicked connection {conn_id} ({entry.reason}).",
+            {"kicked": {"id": conn_id}, "audit": entry.as_dict()},
+        )
     conn = find_connection(hub, fields)
     row = connection_row(hub, conn)
     entry = await moderation.kick(conn, text_field(fields, "reason") or "", actor)

@@ -7,10 +7,12 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -231,8 +233,17 @@ class ServerProcess:
                 break
             self.output.append(line)
             if line.startswith("Server started on"):
+                # Keep reading: a full pipe would block the server on its next log line.
+                threading.Thread(target=self._drain, daemon=True).start()
                 return
         raise AssertionError("server did not start:\n" + "".join(self.output))
+
+    def _drain(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        with contextlib.suppress(ValueError, OSError):
+            for line in self.proc.stdout:
+                self.output.append(line)
 
     def url(self, **query: Any) -> str:
         base = f"ws://127.0.0.1:{self.port}/ws"
@@ -363,3 +374,73 @@ class RawPeer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# ------------------------------------------------------------------ real Redis
+
+
+class RedisServer:
+    """A real ``redis-server`` of this test's own, on a free port."""
+
+    def __init__(self, directory: Path, *, persist: bool = False) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.persist = persist
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persist
+            else ["--appendonly", "no"]
+        )
+        cmd = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--dir", str(self.directory), *persistence,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.cli("PING") == "PONG":
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def cli(self, *args: str) -> str:
+        """One command through redis-cli; its output ('' if Redis is down)."""
+        result = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+        return result.stdout.strip()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def require_redis() -> None:
+    """Skip without redis-server, unless CI said it must be there."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        reason = "redis-server (Debian package redis-server) is not installed"
+        if os.environ.get("CHAT_REQUIRE_REDIS") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    require_redis()
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,264 @@
+"""The directory in Redis: ids, names, sessions, presence and connections of
+every node.
+
+* User and connection ids come from ``INCR`` counters, so they are unique in
+  the cluster.
+* A name claim is a key holding ``user_id:node:conn_id`` with an expiry that
+  its node refreshes (``lua/claim_name.lua``, ``release_name.lua``,
+  ``refresh_name.lua``); a dead node's names free themselves.
+* Presence is a sorted set per room whose scores are expiry times. Each node
+  refreshes its own members every third of ``--presence-ttl``; every node
+  also sweeps expired members, and the one whose ``ZREM`` removed a member
+  publishes its leave, so a node that died (SIGKILL) costs each of its users
+  exactly one leave notice, within the expiry.
+* Each node's connections are a hash beside a liveness key, for operators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+import msgspec
+from redis.asyncio.client import Pipeline
+
+from .broker import Broker, TakeOver
+from .directory import Member, SessionRecord
+from .errors import Unavailable
+from .protocol import LeaveEvent, User, name_key
+from .redis_link import RedisLink
+
+log = logging.getLogger(__name__)
+
+
+class PresenceEntry(msgspec.Struct, array_like=True, frozen=True):
+    user_id: int
+    name: str
+    node: str
+    conn_id: int
+    joined: float
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_entry = msgspec.json.Decoder(PresenceEntry).decode
+
+
+class RedisDirectory:
+    """Identities, names, sessions and presence for all nodes, in Redis."""
+
+    def __init__(self, link: RedisLink, broker: Broker, *, ttl: float, session_ttl: float) -> None:
+        self.link = link
+        self.broker = broker
+        self.node = broker.node
+        self.ttl = ttl
+        self.session_ttl = session_ttl
+        # What this node asserts, re-asserted on every refresh.
+        self.members: dict[tuple[str, int], bytes] = {}
+        self.claims: dict[str, str] = {}  # name key -> holder text
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._task = asyncio.create_task(self._refresh_loop(), name="chat-presence")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # The hub has disconnected everyone: send their leaves and releases.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self.link.flush()
+
+    # ------------------------------------------------------------------ ids
+
+    async def new_user_id(self) -> int:
+        return int(
+            await self.link.call("new user id", self.link.redis.incr(self.link.key("users")))
+        )
+
+    async def new_conn_id(self) -> int:
+        return int(
+            await self.link.call("new conn id", self.link.redis.incr(self.link.key("conns")))
+        )
+
+    # ------------------------------------------------------------------ names
+
+    def _holder(self, user_id: int, conn_id: int) -> str:
+        return f"{user_id}:{self.node}:{conn_id}"
+
+    async def claim_name(self, name: str, user_id: int, conn_id: int) -> bool:
+        key, holder = name_key(name), self._holder(user_id, conn_id)
+        script = self.link.scripts["claim_name"]
+        args: list[str | int] = [holder, user_id, int(self.ttl)]
+        claimed = await self.link.call("claim name", script([self._name_key(key)], args))
+        if claimed:
+            self.claims[key] = holder
+        return bool(claimed)
+
+    def release_name(self, name: str, user_id: int, conn_id: int) -> None:
+        key, holder = name_key(name), self._holder(user_id, conn_id)
+        if self.claims.get(key) == holder:
+            del self.claims[key]
+        script = self.link.scripts["release_name"]
+        redis_key = self._name_key(key)
+        self.link.later("release name", lambda pipe: script([redis_key], [holder], client=pipe))
+
+    async def name_free(self, name: str, user_id: int) -> bool:
+        holder = await self.link.call(
+            "read name", self.link.redis.get(self._name_key(name_key(name)))
+        )
+        return holder is None or holder.split(b":", 1)[0] == str(user_id).encode()
+
+    def _name_key(self, key: str) -> str:
+        return self.link.key("name", key)
+
+    # ------------------------------------------------------------------ sessions
+
+    async def load_session(self, token_hash: str) -> SessionRecord | None:
+        raw = await self.link.call(
+            "load session", self.link.redis.get(self.link.key("session", token_hash))
+        )
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return SessionRecord(
+            token_hash, data["user_id"], data["name"], data["rooms"], data["expires"]
+        )
+
+    def save_session(self, record: SessionRecord) -> None:
+        key = self.link.key("session", record.token_hash)
+        data = json.dumps(
+            {
+                "user_id": record.user_id,
+                "name": record.name,
+                "rooms": record.rooms,
+                "expires": record.expires,
+            }
+        )
+        ttl = max(1, int(record.expires - time.time()))
+        self.link.later("save session", lambda pipe: pipe.set(key, data, ex=ttl))
+
+    async def take_session(self, user_id: int, conn_id: int) -> None:
+        key = self.link.key("holder", user_id)
+        holder = f"{self.node}|{conn_id}"
+        previous = await self.link.call(
+            "take session",
+            self.link.redis.set(key, holder, ex=int(self.session_ttl) or None, get=True),
+        )
+        if previous is not None:
+            node, _, _ = previous.decode().partition("|")
+            if node != self.node:
+                self.broker.control(TakeOver(user_id, conn_id), node)
+
+    # ------------------------------------------------------------------ connections
+
+    def register(self, conn_id: int) -> None:
+        key, node, ttl = self.link.key("conn", conn_id), self.node, int(self.session_ttl) or None
+        self.link.later("register", lambda pipe: pipe.set(key, node, ex=ttl))
+
+    def unregister(self, conn_id: int) -> None:
+        key = self.link.key("conn", conn_id)
+        self.link.later("unregister", lambda pipe: pipe.delete(key))
+
+    async def locate(self, conn_id: int) -> str | None:
+        node = await self.link.call("locate", self.link.redis.get(self.link.key("conn", conn_id)))
+        return None if node is None else str(node.decode())
+
+    # ------------------------------------------------------------------ presence
+
+    def joined(self, room: str, member: Member) -> None:
+        entry = _encode(
+            PresenceEntry(
+                member.user.id, member.user.name, member.node, member.conn_id, time.time()
+            )
+        )
+        self.members[(room, member.conn_id)] = entry
+        key, rooms, expiry = self._presence_key(room), self.link.key("presence"), self._expiry()
+
+        def write(pipe: Pipeline) -> None:
+            pipe.zadd(key, {entry: expiry})
+            pipe.sadd(rooms, room)
+
+        self.link.later("join", write)
+
+    def left(self, room: str, member: Member) -> None:
+        entry = self.members.pop((room, member.conn_id), None)
+        if entry is not None:
+            key = self._presence_key(room)
+            self.link.later("leave", lambda pipe: pipe.zrem(key, entry))
+
+    async def who(self, room: str) -> list[User]:
+        raw = await self.link.call(
+            "who",
+            self.link.redis.zrangebyscore(self._presence_key(room), time.time(), "+inf"),
+        )
+        entries = sorted((_decode_entry(item) for item in raw), key=lambda e: e.joined)
+        return [User(e.user_id, e.name) for e in entries]
+
+    async def flush(self) -> None:
+        await self.link.flush()
+
+    def _presence_key(self, room: str) -> str:
+        return self.link.room_key(room, "presence")
+
+    def _expiry(self) -> float:
+        return time.time() + self.ttl
+
+    # ------------------------------------------------------------------ refresh
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.refresh()
+                await self.sweep()
+            except Unavailable:
+                pass  # recorded by the link; the next round tries again
+            except Exception:
+                log.exception("presence refresh failed")
+
+    async def refresh(self) -> None:
+        """Re-assert this node's members and names with a fresh expiry."""
+        expiry = self._expiry()
+        members = list(self.members.items())
+        claims = list(self.claims.items())
+        script = self.link.scripts["refresh_name"]
+
+        async def build(pipe: Pipeline) -> None:
+            for (room, _), entry in members:
+                pipe.zadd(self._presence_key(room), {entry: expiry})
+            for key, holder in claims:
+                await script([self._name_key(key)], [holder, int(self.ttl)], client=pipe)
+
+        if members or claims:
+            await self.link.pipeline("refresh presence", build)
+
+    async def sweep(self) -> int:
+        """Remove expired members of every room; publish one leave for each that
+        this node removed. Returns how many."""
+        rooms = await self.link.call(
+            "sweep presence", self.link.redis.smembers(self.link.key("presence"))
+        )
+        now, removed = time.time(), 0
+        for raw_room in rooms:
+            room = raw_room.decode()
+            key = self._presence_key(room)
+            expired = await self.link.call("sweep", self.link.redis.zrangebyscore(key, "-inf", now))
+            for item in expired:
+                if await self.link.call("sweep", self.link.redis.zrem(key, item)):
+                    removed += 1
+                    self._announce_lost(room, _decode_entry(item))
+            if not expired and not await self.link.call("sweep", self.link.redis.zcard(key)):
+                await self.link.call("sweep", self.link.redis.srem(self.link.key("presence"), room))
+        return removed
+
+    def _announce_lost(self, room: str, entry: PresenceEntry) -> None:
+        user = User(entry.user_id, entry.name)
+        detail = f"node {entry.node} stopped answering"
+        self.broker.publish(
+            LeaveEvent(room=room, user=user, reason="timeout", detail=detail, ts=time.time())
+        )

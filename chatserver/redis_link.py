@@ -1,0 +1,186 @@
+"""The connection to Redis shared by every Redis-backed part of one node.
+
+Commands go through one client (a pool; redis-py retries a command that
+failed on a dropped connection, which is why appends carry idempotency keys).
+Writes that nobody awaits (presence, publications) go through :meth:`later`,
+which sends them in order, pipelined, from one task. Every failure is turned
+into :class:`~chatserver.errors.Unavailable` (component ``broker``) and
+recorded in :class:`~chatserver.health.Health`, so no handler waits on a
+Redis that is gone for longer than the socket timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from .errors import Unavailable
+from .health import Health
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "broker"
+SOCKET_TIMEOUT = 2.0  # seconds: a command never waits longer on a dead Redis
+RETRIES = 2
+MAX_LATER = 100_000  # queued background writes before new ones are dropped
+
+Queued = Callable[[Pipeline], object]
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and start-up lines."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://***@{host}"
+
+
+class RedisLink:
+    """One node's Redis client, scripts and ordered background writer."""
+
+    def __init__(self, url: str, prefix: str, health: Health) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.health = health
+        retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), RETRIES)
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT,
+            retry=retry,
+            health_check_interval=10,
+        )
+        # The subscriber must see a dropped connection (to catch up), so its
+        # client does not reconnect behind our back.
+        self.subscriber_client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=SOCKET_TIMEOUT, retry=Retry(NoBackoff(), 0)
+        )
+        self.scripts: dict[str, AsyncScript] = {
+            name: self.redis.register_script(_lua(name))
+            for name in ("append", "claim_name", "release_name", "refresh_name")
+        }
+        self.subscribed = False  # the broker's subscriber says whether it listens
+        self._later: list[tuple[Queued, str]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writer: asyncio.Task[None] | None = None
+
+    def key(self, *parts: str | int) -> str:
+        return ":".join([self.prefix, *map(str, parts)])
+
+    def room_key(self, room: str, part: str) -> str:
+        """A per-room key; the ``{room}`` hash tag keeps a room's keys in one
+        Redis Cluster slot, as its Lua script needs."""
+        return f"{self.prefix}:{{{room}}}:{part}"
+
+    async def open(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="chat-redis-writer")
+
+    async def close(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SOCKET_TIMEOUT * 2):
+                await self.flush()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        await self.redis.aclose()
+        await self.subscriber_client.aclose()
+
+    # ------------------------------------------------------------------ commands
+
+    async def call(self, what: str, command: Awaitable[Any]) -> Any:
+        """Await one Redis command; a failure becomes Unavailable (and is recorded).
+
+        Typed ``Any``: Redis answers are dynamic (bytes, ints, lists), and each
+        caller knows what its command returns."""
+        try:
+            result = await command
+        except (RedisError, OSError) as exc:
+            self.failed(what, exc)
+            raise Unavailable(COMPONENT, "the chat backend (Redis) is unavailable") from None
+        if COMPONENT in self.health.outages and self.subscribed:
+            self.health.up(COMPONENT)  # commands work again, and so does pub/sub
+        return result
+
+    async def pipeline(self, what: str, build: Callable[[Pipeline], object]) -> list[Any]:
+        """Run the commands ``build`` queues on a pipeline, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await _queue(build, pipe)
+            result: list[Any] = await self.call(what, pipe.execute())
+            return result
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        self.health.down(COMPONENT, f"Redis: {what} failed: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ background
+
+    def later(self, what: str, queue: Queued) -> None:
+        """Send the commands ``queue`` adds to a pipeline soon, after those before."""
+        if len(self._later) >= MAX_LATER:
+            self.health.down(COMPONENT, "Redis: background writes are backing up")
+            return
+        self._later.append((queue, what))
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until the background writes queued so far were sent (or failed)."""
+        if self._writer is not None and not self._writer.done():
+            await self._idle.wait()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._later:
+                batch, self._later = self._later, []
+                await self._send(batch)
+            self._idle.set()
+
+    async def _send(self, batch: list[tuple[Queued, str]]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue, _ in batch:
+                    await _queue(queue, pipe)
+                await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            # Presence and publications are refreshed or re-derived later
+            # (presence by the next refresh, messages through their ids).
+            self.failed(f"{len(batch)} background writes ({batch[0][1]}, ...)", exc)
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, *channels: str) -> AsyncIterator[aioredis.client.PubSub]:
+        pubsub = self.subscriber_client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*channels)
+            yield pubsub
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def _queue(build: Callable[[Pipeline], object], pipe: Pipeline) -> None:
+    """Let ``build`` queue its commands; a script call queues when awaited."""
+    result = build(pipe)
+    if inspect.isawaitable(result):
+        await result
+
+
+def _lua(name: str) -> str:
+    return resources.files("chatserver").joinpath(f"lua/{name}.lua").read_text("utf-8")

@@ -1,0 +1,303 @@
+"""Redis mode: several real server processes on one real redis-server act as one chat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import ADMIN_AUTH, JSON, Peer, RedisServer, ServerProcess
+
+PRESENCE_TTL = 3.0
+
+StartNode = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def nodes(
+    redis_server: RedisServer, server_process: StartNode
+) -> Callable[[int], list[ServerProcess]]:
+    """Start N chatserver processes on the test's Redis."""
+
+    def start(count: int) -> list[ServerProcess]:
+        return [start_node(server_process, redis_server, index) for index in range(count)]
+
+    return start
+
+
+def start_node(server_process: StartNode, redis: RedisServer, index: int) -> ServerProcess:
+    return server_process(
+        "--redis-url", redis.url,
+        "--node-id", f"node{index}",
+        "--presence-ttl", str(PRESENCE_TTL),
+        "--heartbeat", "0",
+    )  # fmt: skip
+
+
+async def peer(http: aiohttp.ClientSession, node: ServerProcess, **query: Any) -> Peer:
+    """A chat.v1 client on ``node`` that has read its welcome (kept on ``.welcome``)."""
+    ws = await http.ws_connect(node.url(**query), protocols=JSON)
+    client = Peer(ws)
+    client.welcome = await client.until_type("welcome")  # type: ignore[attr-defined]
+    return client
+
+
+async def api(
+    http: aiohttp.ClientSession, node: ServerProcess, method: str, path: str, body: Any = None
+) -> tuple[int, dict[str, Any]]:
+    url = f"http://127.0.0.1:{node.port}/admin/api/{path}"
+    async with http.request(method, url, json=body, headers=ADMIN_AUTH) as response:
+        return response.status, await response.json()
+
+
+async def messages(client: Peer, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The next ``count`` message events ``client`` receives."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        event = await client.event(max(0.01, deadline - time.monotonic()))
+        if event["type"] == "message":
+            got.append(event)
+    return got
+
+
+async def send(client: Peer, text: str) -> None:
+    await client.send_json(type="message", text=text)
+
+
+async def test_one_order_and_gap_free_ids_across_three_nodes(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """Senders on three nodes post at once: every member on every node sees the
+    same messages in the same order, with ids 1..N and no gap."""
+    servers = nodes(3)
+    receivers = [await peer(http, node, name=f"r{i}") for i, node in enumerate(servers)]
+    senders = [await peer(http, node, name=f"s{i}") for i, node in enumerate(servers)]
+    per_sender = 40
+    await asyncio.gather(
+        *(
+            asyncio.gather(*(send(s, f"{i}-{n}") for n in range(per_sender)))
+            for i, s in enumerate(senders)
+        )
+    )
+    total = per_sender * len(senders)
+    seen = [await messages(r, total) for r in receivers]
+    ids = [[m["id"] for m in stream] for stream in seen]
+    assert ids[0] == list(range(1, total + 1))
+    texts = [[m["text"] for m in stream] for stream in seen]
+    assert texts[0] == texts[1] == texts[2], "one order for everyone"
+    for i in range(len(senders)):
+        mine = [t for t in texts[0] if t.startswith(f"{i}-")]
+        assert mine == [f"{i}-{n}" for n in range(per_sender)], "each sender's order kept"
+
+
+async def test_names_and_who_cover_every_node(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """A name held on one node is taken on another; who lists every node's users."""
+    first, second = nodes(2)
+    alice = await peer(http, first, name="alice")
+    other = await peer(http, second, name="ALICE")
+    assert other.welcome["user"]["name"] != "ALICE"  # type: ignore[attr-defined]
+    assert (await other.until_type("error"))["code"] == "name_taken"
+    bob = await peer(http, second, name="bob")
+    await bob.send_json(type="nick", name="Alice")
+    assert (await bob.until_type("error"))["code"] == "name_taken"
+    await bob.send_json(type="who")
+    who = await bob.until_type("who")
+    names = {user["name"] for user in who["users"]}
+    assert {"alice", "bob"} <= names
+    await alice.close()
+    await asyncio.sleep(0.5)
+    await bob.send_json(type="nick", name="alice")
+    assert (await bob.until_type("nick"))["user"]["name"] == "alice", "freed on leave"
+
+
+async def test_operators_act_across_nodes(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """Kick, ban, mute and announce through one node's API reach a user on another,
+    and a ban is enforced on every node for new connections too."""
+    first, second = nodes(2)
+    bystander = await peer(http, first, name="watcher")
+    target = await peer(http, second, name="target")
+    status, _ = await api(http, first, "POST", "announce", {"text": "hello all"})
+    assert status == 200
+    assert (await target.until_type("system"))["text"] == "hello all"
+    status, _ = await api(http, first, "POST", "mutes", {"name": "target", "reason": "calm"})
+    assert status == 201
+    assert "muted" in (await target.until_type("system"))["text"]
+    await send(target, "can I talk?")
+    assert (await target.until_type("error"))["code"] == "muted"
+    kicked_id = target.welcome["user"]["id"]  # type: ignore[attr-defined]
+    assert kicked_id
+    conn = await peer(http, second, name="kickme")
+    await asyncio.sleep(0.3)
+    status, rows = await api(http, second, "GET", "connections?name=kickme")
+    conn_id = rows["connections"][0]["id"]
+    status, body = await api(http, first, "POST", f"connections/{conn_id}/kick", {"reason": "out"})
+    assert status == 200, body
+    assert (await conn.closed())[0] == 4500
+    status, _ = await api(http, first, "POST", "bans", {"name": "target", "reason": "bye"})
+    assert status == 201
+    assert (await target.closed())[0] == 4501
+    leave = await bystander.until_type("leave")
+    while leave["user"]["name"] != "target":
+        leave = await bystander.until_type("leave")
+    assert (leave["reason"], leave["detail"]) == ("banned", "bye")
+    ws = await http.ws_connect(second.url(name="target"), protocols=JSON)
+    assert (await Peer(ws).closed())[0] == 4501, "refused on the other node too"
+
+
+async def test_resume_on_another_node_gets_exactly_what_was_missed(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """A client that leaves node 1 and resumes on node 2 gets the missed messages
+    and keeps its identity."""
+    first, second = nodes(2)
+    talker = await peer(http, second, name="talker")
+    roamer = await peer(http, first, name="roamer")
+    await send(talker, "seen")
+    last = (await messages(roamer, 1))[0]["id"]
+    session = roamer.welcome["session"]  # type: ignore[attr-defined]
+    user_id = roamer.welcome["user"]["id"]  # type: ignore[attr-defined]
+    await roamer.close()
+    for n in range(5):
+        await send(talker, f"missed {n}")
+    await messages(talker, 6)
+    back = await peer(http, second, session=session, last=f"lobby:{last}")
+    assert back.welcome["user"] == {"id": user_id, "name": "roamer"}  # type: ignore[attr-defined]
+    replayed = await messages(back, 5)
+    assert [m["text"] for m in replayed] == [f"missed {n}" for n in range(5)]
+    resumed = await back.until_type("resumed")
+    assert resumed["rooms"]["lobby"] == {"recovered": 5, "lost": 0}
+
+
+async def test_a_killed_node_leaves_presence_once_per_user(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """SIGKILL a node: within the presence expiry each of its users leaves once,
+    announced by a survivor, and can resume on another node."""
+    doomed, survivor = nodes(2)
+    watcher = await peer(http, survivor, name="watcher")
+    victims = [await peer(http, doomed, name=f"v{i}") for i in range(3)]
+    sessions = [v.welcome["session"] for v in victims]  # type: ignore[attr-defined]
+    await asyncio.sleep(0.3)
+    doomed.signal(signal.SIGKILL)
+    leaves: list[str] = []
+    deadline = time.monotonic() + PRESENCE_TTL * 3
+    while len(leaves) < 3 and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            event = await watcher.event(timeout=0.5)
+            if event["type"] == "leave":
+                leaves.append(event["user"]["name"])
+    assert sorted(leaves) == ["v0", "v1", "v2"]
+    with contextlib.suppress(TimeoutError):
+        extra = await watcher.until_type("leave", timeout=PRESENCE_TTL)
+        raise AssertionError(f"a second leave: {extra}")
+    await watcher.send_json(type="who")
+    assert [u["name"] for u in (await watcher.until_type("who"))["users"]] == ["watcher"]
+    back = await peer(http, survivor, session=sessions[0])
+    assert back.welcome["user"]["name"] == "v0"  # type: ignore[attr-defined]
+    assert back.welcome["resumed"] is True  # type: ignore[attr-defined]
+
+
+async def test_killed_subscriber_connection_loses_no_message(
+    nodes: Callable[[int], list[ServerProcess]],
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    """CLIENT KILL TYPE pubsub while a sender posts: receivers on the other node
+    still see every message, in order, without a gap."""
+    first, second = nodes(2)
+    receiver = await peer(http, second, name="receiver")
+    sender = await peer(http, first, name="sender")
+    for n in range(10):
+        await send(sender, f"a{n}")
+    assert int(redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")) >= 2
+    for n in range(10):
+        await send(sender, f"b{n}")
+    got = await messages(receiver, 20, timeout=15)
+    assert [m["id"] for m in got] == list(range(1, 21))
+
+
+async def test_flushall_changes_the_epoch_and_resume_reports_the_loss(
+    nodes: Callable[[int], list[ServerProcess]],
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    """After Redis loses its data the room's epoch changes; a resume with the old
+    cursor says how much was lost instead of pretending."""
+    (node,) = nodes(1)
+    talker = await peer(http, node, name="talker")
+    reader = await peer(http, node, name="reader")
+    for n in range(4):
+        await send(talker, f"old {n}")
+    old = await messages(reader, 4)
+    epoch = reader.welcome["epochs"]["lobby"]  # type: ignore[attr-defined]
+    session = reader.welcome["session"]  # type: ignore[attr-defined]
+    await reader.close()
+    assert redis_server.cli("FLUSHALL") == "OK"
+    await asyncio.sleep(0.3)
+    await send(talker, "new 0")
+    new_first = await messages(talker, 5, timeout=4)
+    assert new_first[-1]["id"] == 1, "a new epoch counts from 1"
+    back = await peer(http, node, session=session, last=f"lobby:{old[-1]['id']}@{epoch}")
+    resumed = await back.until_type("resumed")
+    lobby = resumed["rooms"]["lobby"]
+    assert lobby["epoch_changed"] is True
+    assert lobby["lost"] == 4
+    assert lobby["epoch"] != epoch
+
+
+async def test_redis_restart_nodes_recover_and_nothing_acknowledged_is_lost(
+    tmp_path: Any, server_process: StartNode, http: aiohttp.ClientSession
+) -> None:
+    """Redis restarted mid-chat: healthz says so meanwhile, sends get an error
+    instead of vanishing, the nodes come back by themselves, and every message
+    that was echoed to its sender is in history afterwards."""
+    from tests.conftest import require_redis
+
+    require_redis()
+    redis = RedisServer(tmp_path, persist=True)
+    redis.start()
+    try:
+        first, second = (start_node(server_process, redis, i) for i in range(2))
+        sender = await peer(http, first, name="sender")
+        receiver = await peer(http, second, name="receiver")
+        acked: list[int] = []
+        for n in range(5):
+            await send(sender, f"before {n}")
+        acked += [m["id"] for m in await messages(sender, 5)]
+        redis.stop()
+        await asyncio.sleep(0.5)
+        await send(sender, "while down")
+        assert (await sender.until_type("error"))["code"] == "broker_unavailable"
+        async with http.get(f"http://127.0.0.1:{first.port}/healthz") as response:
+            assert response.status == 503
+            assert "broker" in (await response.json())["problems"]
+        redis.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            async with http.get(f"http://127.0.0.1:{second.port}/healthz") as response:
+                if response.status == 200:
+                    break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("node 2 did not come back")
+        await asyncio.sleep(0.5)
+        await send(sender, "after")
+        after = await messages(receiver, 6, timeout=15)
+        assert after[-1]["text"] == "after"
+        acked.append(after[-1]["id"])
+        await sender.send_json(type="history", room="lobby", limit=50)
+        history = await sender.until_type("history")
+        assert [m["id"] for m in history["messages"]] == acked
+    finally:
+        redis.stop()
