@@ -39,6 +39,17 @@ MAX_LATER = 100_000  # queued background writes before new ones are dropped
 Queued = Callable[[Pipeline], object]
 
 
+class _Later:
+    """One queued write: what queues its commands, and who waits for their results."""
+
+    __slots__ = ("done", "queue", "what")
+
+    def __init__(self, what: str, queue: Queued, done: asyncio.Future[list[Any]] | None) -> None:
+        self.what = what
+        self.queue = queue
+        self.done = done
+
+
 def redacted(url: str) -> str:
     """``url`` without its password, for logs and start-up lines."""
     scheme, sep, rest = url.partition("://")
@@ -74,7 +85,7 @@ class RedisLink:
             for name in ("append", "claim_name", "release_name", "refresh_name")
         }
         self.subscribed = False  # the broker's subscriber says whether it listens
-        self._later: list[tuple[Queued, str]] = []
+        self._later: list[_Later] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -135,7 +146,18 @@ class RedisLink:
         if len(self._later) >= MAX_LATER:
             self.health.down(COMPONENT, "Redis: background writes are backing up")
             return
-        self._later.append((queue, what))
+        self._enqueue(_Later(what, queue, None))
+
+    async def in_order(self, what: str, queue: Queued) -> list[Any]:
+        """Like :meth:`later`, but wait for the results of the commands ``queue``
+        adds: what a node sends keeps its order (a user's join before their
+        first message), and concurrent callers share one round trip."""
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Later(what, queue, done))
+        return await done
+
+    def _enqueue(self, item: _Later) -> None:
+        self._later.append(item)
         self._idle.clear()
         self._wake.set()
 
@@ -153,16 +175,39 @@ class RedisLink:
                 await self._send(batch)
             self._idle.set()
 
-    async def _send(self, batch: list[tuple[Queued, str]]) -> None:
+    async def _send(self, batch: list[_Later]) -> None:
+        spans: list[tuple[int, int]] = []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for queue, _ in batch:
-                    await _queue(queue, pipe)
-                await pipe.execute(raise_on_error=False)
+                for item in batch:
+                    start = len(pipe.command_stack)
+                    await _queue(item.queue, pipe)
+                    spans.append((start, len(pipe.command_stack)))
+                results = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             # Presence and publications are refreshed or re-derived later
-            # (presence by the next refresh, messages through their ids).
-            self.failed(f"{len(batch)} background writes ({batch[0][1]}, ...)", exc)
+            # (presence by the next refresh, messages through their ids);
+            # whoever waits is told.
+            self.failed(f"{len(batch)} writes ({batch[0].what}, ...)", exc)
+            error = Unavailable(COMPONENT, "the chat backend (Redis) is unavailable")
+            for item in batch:
+                if item.done is not None and not item.done.done():
+                    item.done.set_exception(error)
+            return
+        for item, (start, end) in zip(batch, spans, strict=True):
+            if item.done is not None and not item.done.done():
+                self._settle(item, results[start:end])
+
+    def _settle(self, item: _Later, results: list[Any]) -> None:
+        assert item.done is not None
+        failure = next((r for r in results if isinstance(r, Exception)), None)
+        if failure is None:
+            if COMPONENT in self.health.outages and self.subscribed:
+                self.health.up(COMPONENT)
+            item.done.set_result(results)
+            return
+        self.failed(item.what, failure)
+        item.done.set_exception(Unavailable(COMPONENT, "the chat backend (Redis) failed"))
 
     @contextlib.asynccontextmanager
     async def subscription(self, *channels: str) -> AsyncIterator[aioredis.client.PubSub]:

@@ -91,11 +91,15 @@ class RedisRoomLog:
             IDEMPOTENCY_TTL,
         ]
         script = self.link.scripts["append"]
-        msg_id, _epoch, duplicate = await self.link.call("append", script(keys, args))
+        rooms = self.link.key("rooms")
+
+        async def queue(pipe: Pipeline) -> None:
+            await script(keys, args, client=pipe)
+
+        ((msg_id, _epoch, duplicate),) = await self.link.in_order("append", queue)
         if not duplicate and int(msg_id) == 1:
             # The set of rooms with a log, for retention; written once per epoch.
-            await self.link.call("append", self.link.redis.sadd(self.link.key("rooms"), room))
-        self.link.health.up("broker")
+            self.link.later("append", lambda pipe: pipe.sadd(rooms, room))
         return MessageEvent(id=int(msg_id), room=room, user=user, text=text, ts=ts)
 
     async def after(self, room: str, last: int, limit: int) -> list[MessageEvent]:

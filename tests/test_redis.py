@@ -301,3 +301,21 @@ async def test_redis_restart_nodes_recover_and_nothing_acknowledged_is_lost(
         assert [m["id"] for m in history["messages"]] == acked
     finally:
         redis.stop()
+
+
+async def test_a_nodes_events_keep_their_order_across_nodes(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """A user's join, message, nick and leave reach another node in that order."""
+    first, second = nodes(2)
+    watcher = await peer(http, second, name="watcher")
+    mover = await peer(http, first, name="mover")
+    await send(mover, "first words")
+    await mover.send_json(type="nick", name="moved")
+    await mover.send_json(type="leave", room="lobby")
+    kinds: list[str] = []
+    while len(kinds) < 4:
+        event = await watcher.event()
+        if event.get("user", {}).get("id") == mover.welcome["user"]["id"]:  # type: ignore[attr-defined]
+            kinds.append(event["type"])
+    assert kinds == ["join", "message", "nick", "leave"]
