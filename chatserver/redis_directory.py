@@ -108,9 +108,8 @@ class RedisDirectory:
         self.link.later("release name", lambda pipe: script([redis_key], [holder], client=pipe))
 
     async def name_free(self, name: str, user_id: int) -> bool:
-        holder = await self.link.call(
-            "read name", self.link.redis.get(self._name_key(name_key(name)))
-        )
+        key = self._name_key(name_key(name))
+        (holder,) = await self.link.in_order("read name", lambda pipe: pipe.get(key))
         return holder is None or holder.split(b":", 1)[0] == str(user_id).encode()
 
     def _name_key(self, key: str) -> str:
@@ -119,9 +118,8 @@ class RedisDirectory:
     # ------------------------------------------------------------------ sessions
 
     async def load_session(self, token_hash: str) -> SessionRecord | None:
-        raw = await self.link.call(
-            "load session", self.link.redis.get(self.link.key("session", token_hash))
-        )
+        key = self.link.key("session", token_hash)
+        (raw,) = await self.link.in_order("load session", lambda pipe: pipe.get(key))
         if raw is None:
             return None
         data = json.loads(raw)
@@ -192,10 +190,9 @@ class RedisDirectory:
             self.link.later("leave", lambda pipe: pipe.zrem(key, entry))
 
     async def who(self, room: str) -> list[User]:
-        raw = await self.link.call(
-            "who",
-            self.link.redis.zrangebyscore(self._presence_key(room), time.time(), "+inf"),
-        )
+        # In order behind this node's pending writes: a member sees its own join.
+        key, now = self._presence_key(room), time.time()
+        (raw,) = await self.link.in_order("who", lambda pipe: pipe.zrangebyscore(key, now, "+inf"))
         entries = sorted((_decode_entry(item) for item in raw), key=lambda e: e.joined)
         return [User(e.user_id, e.name) for e in entries]
 

@@ -169,12 +169,67 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+class ClusterChat(ChatServer):
+    """Two in-process nodes on one real Redis, used like one ChatServer: each new
+    connection goes to the other node than the one before, so every test of a
+    module that opts in also proves the behaviour across nodes."""
+
+    def __init__(self, settings: Settings, redis: RedisServer) -> None:
+        super().__init__(replace(settings, redis_url=redis.url, node_id="node0"))
+        self.second = ChatServer(replace(settings, redis_url=redis.url, node_id="node1"))
+        self.turn = 0
+
+    async def start(self, **overrides: Any) -> None:
+        await super().start(**overrides)
+        await self.second.start(**overrides)
+
+    async def stop(self) -> None:
+        await self.second.stop()
+        await super().stop()
+
+    def url(self, path: str = "/ws", **query: Any) -> str:
+        self.turn += 1
+        if self.turn % 2:
+            return super().url(path, **query)
+        return self.second.url(path, **query)
+
+
 @pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[ChatServer]:
-    server = ChatServer(make_settings(tmp_path))
+def chat_mode() -> str:
+    """Where ``chat`` runs; modules that call :func:`both_modes` run it on both."""
+    return "embedded"
+
+
+def both_modes() -> Any:
+    """A ``chat_mode`` fixture for a module whose tests also run on two nodes over
+    Redis: ``chat_mode = both_modes()`` (tests needing one process's internals
+    use the embedded-only fixtures instead)."""
+
+    @pytest.fixture(name="chat_mode", params=["embedded", "redis"])
+    def mode(request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    return mode
+
+
+@pytest.fixture
+async def chat(chat_mode: str, tmp_path: Path) -> AsyncIterator[ChatServer]:
+    """The chat server of a test: embedded, or two nodes on a real Redis."""
+    settings = make_settings(tmp_path)
+    server: ChatServer
+    redis: RedisServer | None = None
+    if chat_mode == "redis":
+        require_redis()
+        redis = RedisServer(tmp_path)
+        redis.start()
+        server = ClusterChat(settings, redis)
+    else:
+        server = ChatServer(settings)
     await server.start()
     yield server
     await server.stop()
+    if redis is not None:
+        redis.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import asyncio
 
 import websockets
 
-from tests.conftest import ChatServer, Connect, Peer
+from tests.conftest import ChatServer, Connect, Peer, both_modes
+
+chat_mode = both_modes()
 
 
 async def joined_text(connect: Connect, **query: str) -> Peer:

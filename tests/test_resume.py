@@ -10,9 +10,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import pytest
 
 from chatserver.app import apply_retention
-from tests.conftest import TIMEOUT, ChatServer, Connect, Peer, RawPeer, ServerProcess
+from tests.conftest import TIMEOUT, ChatServer, Connect, Peer, RawPeer, ServerProcess, both_modes
+
+chat_mode = both_modes()
 
 
 async def welcome_of(peer: Peer) -> dict[str, Any]:
@@ -150,6 +153,7 @@ async def test_gap_beyond_retention_is_reported(chat: ChatServer, connect: Conne
     assert summary["rooms"]["lobby"] == {"recovered": 5, "lost": 15}
 
 
+@pytest.mark.parametrize("chat_mode", ["embedded"])  # reads one process's hub
 async def test_two_racing_resumes_leave_one_winner(chat: ChatServer, connect: Connect) -> None:
     """Two resumes of one token at once: the later takes over, the other gets 4001."""
     peer = await connect(json=True)
