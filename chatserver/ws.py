@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -395,7 +396,9 @@ def _message_key(conn: Connection, command: SendMessage) -> str:
     """The idempotency key of a message: the client's ``ref`` if it gave one, else
     one made here (a retry inside the Redis client must not store a copy)."""
     if command.ref is not None:
-        return f"{conn.user.id}:{command.ref}"
+        # With the text: a client that reuses refs for new messages loses none.
+        digest = hashlib.sha256(command.text.encode("utf-8", "replace")).hexdigest()[:16]
+        return f"{conn.user.id}:{command.ref}:{digest}"
     return new_token()
 
 
