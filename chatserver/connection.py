@@ -20,7 +20,7 @@ from typing import Literal
 from aiohttp import web
 
 from .limits import TokenBucket
-from .protocol import Rendered, User
+from .protocol import MessageEvent, Rendered, User
 
 Dialect = Literal["text", "json"]
 
@@ -83,6 +83,7 @@ class Connection:
         "held",
         "is_json",
         "last_activity",
+        "last_append",
         "last_seen",
         "limit",
         "messages_in",
@@ -135,6 +136,8 @@ class Connection:
         self.closing: asyncio.Task[None] | None = None  # the hub's close, if one runs
         # While a resume replays missed messages, live events wait here.
         self.held: list[Rendered] | None = None
+        # The newest message still being stored: later commands wait for it.
+        self.last_append: asyncio.Future[MessageEvent] | None = None
         now = time.time()
         self.connected_at = now
         self.last_activity = now

@@ -231,8 +231,11 @@ class Hub:
 
     # ------------------------------------------------------------------ messages
 
-    async def post(self, conn: Connection, room_name: str | None, text: str, key: str) -> None:
-        """Store and publish a message; returns once it is stored (the echo follows)."""
+    def post(
+        self, conn: Connection, room_name: str | None, text: str, key: str
+    ) -> asyncio.Future[MessageEvent]:
+        """Check a message and hand it to the room log; the future is done once it
+        is stored and published (the sender's echo follows)."""
         room_name = validate_room(room_name) if room_name else conn.current_room
         if room_name is None or room_name not in conn.rooms:
             raise CommandError("not_in_room", f"you are not in #{room_name or '(no room)'}")
@@ -244,7 +247,7 @@ class Hub:
         room = self.rooms.get(room_name)
         if room is not None:
             room.messages_in += 1
-        await self.room_log.append(room_name, conn.user, text, key)
+        return self.room_log.append(room_name, conn.user, text, key)
 
     def announce(self, text: str, room_name: str | None = None) -> None:
         """A system message to one room or to everyone, on every node."""

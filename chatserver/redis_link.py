@@ -152,9 +152,13 @@ class RedisLink:
         """Like :meth:`later`, but wait for the results of the commands ``queue``
         adds: what a node sends keeps its order (a user's join before their
         first message), and concurrent callers share one round trip."""
+        return await self.submit(what, queue)
+
+    def submit(self, what: str, queue: Queued) -> asyncio.Future[list[Any]]:
+        """:meth:`in_order` without waiting: the future of the results."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._enqueue(_Later(what, queue, done))
-        return await done
+        return done
 
     def _enqueue(self, item: _Later) -> None:
         self._later.append(item)

@@ -11,6 +11,7 @@ filled from the stream (see ``redis_broker.py``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Iterable
@@ -74,7 +75,7 @@ class RedisRoomLog:
     async def close(self) -> None:
         return None
 
-    async def append(self, room: str, user: User, text: str, key: str) -> MessageEvent:
+    def append(self, room: str, user: User, text: str, key: str) -> asyncio.Future[MessageEvent]:
         ts = time.time()
         body = body_of(room, user, text, ts)
         keys = [
@@ -91,16 +92,33 @@ class RedisRoomLog:
             IDEMPOTENCY_TTL,
         ]
         script = self.link.scripts["append"]
-        rooms = self.link.key("rooms")
 
         async def queue(pipe: Pipeline) -> None:
             await script(keys, args, client=pipe)
 
-        ((msg_id, _epoch, duplicate),) = await self.link.in_order("append", queue)
+        done: asyncio.Future[MessageEvent] = asyncio.get_running_loop().create_future()
+        event = MessageEvent(id=0, room=room, user=user, text=text, ts=ts)
+        self.link.submit("append", queue).add_done_callback(
+            lambda result: self._appended(result, event, done)
+        )
+        return done
+
+    def _appended(
+        self,
+        result: asyncio.Future[list[Any]],
+        event: MessageEvent,
+        done: asyncio.Future[MessageEvent],
+    ) -> None:
+        error = result.exception()
+        if error is not None:
+            done.set_exception(error)
+            return
+        ((msg_id, _epoch, duplicate),) = result.result()
         if not duplicate and int(msg_id) == 1:
             # The set of rooms with a log, for retention; written once per epoch.
+            rooms, room = self.link.key("rooms"), event.room
             self.link.later("append", lambda pipe: pipe.sadd(rooms, room))
-        return MessageEvent(id=int(msg_id), room=room, user=user, text=text, ts=ts)
+        done.set_result(msgspec.structs.replace(event, id=int(msg_id)))
 
     async def after(self, room: str, last: int, limit: int) -> list[MessageEvent]:
         stream = self.link.room_key(room, "stream")

@@ -63,9 +63,14 @@ class RoomLog(Protocol):
 
     async def close(self) -> None: ...
 
-    async def append(self, room: str, user: User, text: str, key: str) -> MessageEvent:
+    def append(self, room: str, user: User, text: str, key: str) -> asyncio.Future[MessageEvent]:
         """Store and publish a message with the room's next id; ``key`` makes a retry
-        of the same message (same key) return the first one instead of a copy."""
+        of the same message (same key) return the first one instead of a copy.
+
+        Returns at once with a future, so a connection's messages queue up in
+        order while its receive loop reads on (one tick's worth of messages is
+        then committed and delivered together); the future is done once the
+        message is stored and published."""
 
     async def after(self, room: str, last: int, limit: int) -> list[MessageEvent]:
         """Up to ``limit`` stored messages with id > ``last``, oldest first."""
@@ -138,14 +143,16 @@ class SqliteRoomLog:
 
     # ------------------------------------------------------------------ writing
 
-    async def append(self, room: str, user: User, text: str, key: str = "") -> MessageEvent:
+    def append(
+        self, room: str, user: User, text: str, key: str = ""
+    ) -> asyncio.Future[MessageEvent]:
         # One process, one writer: a retry cannot run the write twice, so the
         # idempotency key only matters to the Redis log.
         done: asyncio.Future[MessageEvent] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(room, user, text, time.time(), done))
         self._idle.clear()
         self._wake.set()
-        return await done
+        return done
 
     async def _write_loop(self) -> None:
         while True:

@@ -34,6 +34,7 @@ from .protocol import (
     Join,
     Leave,
     Limits,
+    MessageEvent,
     Nick,
     Ping,
     PongEvent,
@@ -335,8 +336,13 @@ async def _on_text(conn: Connection, hub: Hub, data: str) -> bool:
 async def dispatch(conn: Connection, hub: Hub, command: AnyCommand) -> bool:
     """Apply one command; False ends the connection (``quit``)."""
     if isinstance(command, SendMessage):
-        await hub.post(conn, command.room, command.text, _message_key(conn, command))
-    elif isinstance(command, Nick):
+        _post(conn, hub, command)
+        return True
+    # Anything else acts after this connection's messages are stored, so that
+    # a nick, leave or history request cannot overtake them.
+    if conn.last_append is not None and not conn.last_append.done():
+        await asyncio.wait([conn.last_append])
+    if isinstance(command, Nick):
         await hub.rename(conn, command.name)
     elif isinstance(command, Join):
         await _join(conn, hub, command)
@@ -390,6 +396,29 @@ async def _who(hub: Hub, room: str) -> WhoEvent:
     head = (await hub.room_log.heads([room]))[room]
     hub.broker.track(room, head.epoch, head.last_id)
     return WhoEvent(room=room, users=users, last_id=head.last_id, epoch=head.epoch)
+
+
+def _post(conn: Connection, hub: Hub, command: SendMessage) -> None:
+    """Queue a message for storing without waiting: the receive loop reads on,
+    and a failure reaches the sender as an error event with its ref."""
+    stored = hub.post(conn, command.room, command.text, _message_key(conn, command))
+    conn.last_append = stored
+    stored.add_done_callback(lambda done: _report_failure(conn, done, command.ref))
+
+
+def _report_failure(
+    conn: Connection, done: asyncio.Future[MessageEvent], ref: str | int | None
+) -> None:
+    if conn.last_append is done:
+        conn.last_append = None
+    if done.cancelled():
+        return
+    error = done.exception()
+    if isinstance(error, CommandError):
+        _error(conn, error.code, error.message, ref)
+    elif error is not None:
+        log.error("storing a message failed: %r", error)
+        _error(conn, "internal_error", "the message could not be stored", ref)
 
 
 def _message_key(conn: Connection, command: SendMessage) -> str:
