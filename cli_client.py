@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import io
 import json
 import os
@@ -550,6 +551,32 @@ def judge_close(closed: Closed) -> Verdict:
         1009: "Disconnected: a message was too big",
     }.get(code, "Connection closed")
     return Verdict(False, EXIT_ERROR, f"{why} ({described}).")
+
+
+_ERRNO_WORDS: Final = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "timed out",
+}
+
+
+def connect_error_words(exc: BaseException) -> str:
+    """A few human words for why a connection attempt failed (no socket jargon)."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _ERRNO_WORDS.get(exc.os_error.errno or 0, exc.os_error.strerror or "cannot connect")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_WORDS:
+        return _ERRNO_WORDS[exc.errno]
+    return str(exc) or type(exc).__name__
 
 
 class ConnectFailed(Exception):
