@@ -28,6 +28,7 @@ from cli_client import (
     Backoff,
     ChatState,
     Closed,
+    Confirmations,
     Say,
     Send,
     Verdict,
@@ -533,6 +534,30 @@ def test_close_codes_decide_between_reconnecting_and_exiting() -> None:
         "Kicked by an operator: spamming",
     )
     assert judge_close(Closed(4001)).exit_code == 1
+
+
+def test_confirmations_match_each_answer_to_its_command() -> None:
+    """Echoes, who/history replies, own nick/leave and errors by ref settle lines;
+    answers may come in any order; unanswered commands are resent, messages not."""
+    state = ChatState(user_id=1, rooms=["lobby"])
+    book = Confirmations()
+    hello = book.track("hello", {"type": "message", "room": "lobby", "text": "hello"})
+    who = book.track("/who", {"type": "who", "room": "lobby"})
+    book.track("/nick x", {"type": "nick", "name": "x"})
+    book.sent(hello)
+    book.sent(who)
+    assert hello["ref"] != who["ref"]
+    book.observe({"type": "who", "room": "dev", "users": []}, state)  # another room's
+    book.observe(message(3, "hello", user={"id": 2, "name": "bob"}), state)  # not mine
+    assert book.lines() == ["hello", "/who", "/nick x"]
+    assert book.resend_after_reconnect() == [who]
+    book.observe({"type": "who", "room": "lobby", "users": []}, state)
+    book.observe({"type": "error", "code": "name_taken", "ref": 3}, state)
+    assert book.lines() == ["hello"]
+    assert not book.settled.is_set()
+    book.observe(message(4, "hello"), state)
+    assert book.lines() == []
+    assert book.settled.is_set()
 
 
 def test_backoff_starts_random_and_grows_to_a_cap() -> None:
