@@ -159,6 +159,10 @@ async def test_hostile_names_and_texts_show_literally_and_run_nothing(
     assert XSS_NAME in (await line.text_content() or "")
     assert XSS_TEXT in (await line.text_content() or "")
     assert await chat_page.locator("#log img, #log script").count() == 0
+    person = chat_page.locator("#people li", has_text="onerror")
+    await person.wait_for()
+    assert await person.text_content() == XSS_NAME
+    assert await chat_page.locator("aside img, aside script").count() == 0
     assert dialogs == []
     await hostile.close()
 

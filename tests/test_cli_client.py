@@ -676,7 +676,7 @@ async def test_reconnect_prints_one_line_per_change_and_no_empty_recovery(
     await chat.stop()
     await client.screen.expect(r"^Still reconnecting: connection refused; retrying\.\.\.$")
     await asyncio.sleep(1.0)  # FAST backoff: several more refused attempts meanwhile
-    await chat.start()
+    await start_on_the_same_port(chat)
     await client.screen.expect(r"^Reconnected\.$", RECONNECT_TIMEOUT)
     client.keyboard.type("back")
     await client.screen.expect(rf"^{CLOCK} \[#lobby\] alice: back$")
@@ -684,6 +684,23 @@ async def test_reconnect_prints_one_line_per_change_and_no_empty_recovery(
     assert output.count("Connection lost") == 1
     assert output.count("Still reconnecting") == 1
     assert "Recovered" not in output
+
+
+async def start_on_the_same_port(chat: ChatServer) -> None:
+    """Restart ``chat`` on its old port. While it was down, an outgoing connection
+    of a concurrent test run may have taken that port as its source port for a
+    moment, so a refused bind is retried for a while."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECONNECT_TIMEOUT
+    while True:
+        try:
+            await chat.start()
+            return
+        except OSError:
+            await chat.stop()  # the half-started app: close its database again
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def test_banned_user_never_sees_connected(
