@@ -252,6 +252,8 @@ async def test_overflowing_log_stays_at_the_newest_line_until_the_user_scrolls_u
     await notice.wait_for()
     assert await log_is_at_bottom(page)
     await page.wait_for_selector("#state:has-text('kicked')")
+    await page.wait_for_selector("#people-title:text-is('Here in #lobby (0)')")
+    await page.screenshot(path=str(tmp_path / "chat-kicked.png"))
     assert dialogs == []
     await bob.close()
 

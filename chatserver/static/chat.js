@@ -419,6 +419,9 @@
       showState(said, event.code !== 1000);
       line(event.code === 1000 ? "notice" : "error", [`*** ${said}`]);
       if (removed || event.code === 4001) session = "";
+      // Gone for good: nobody is "here" any more; the logs stay readable.
+      for (const entry of rooms.values()) entry.members.clear();
+      renderPeople();
       setConnected(false);
       return;
     }
