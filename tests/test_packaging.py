@@ -1,4 +1,5 @@
-"""The wheel: built without packaging warnings, holding every template and static file."""
+"""Packaging: the wheel and the editable install build without setuptools
+warnings, and the wheel holds every template and static file."""
 
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 WARNING_MARKERS = ("BuildBackendWarning", "SetuptoolsWarning", "Deprecat", "is absent from")
 
 
-def test_wheel_builds_without_warnings_and_holds_templates_and_static_files(
-    tmp_path: Path,
-) -> None:
-    """`pip wheel .` prints no setuptools warning; the wheel lists the pages' files."""
+def pip(*args: str) -> str:
+    """Run pip; its whole output, after checking it succeeded without a setuptools warning."""
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", *args],
         capture_output=True,
         text=True,
         timeout=240,
@@ -26,6 +25,20 @@ def test_wheel_builds_without_warnings_and_holds_templates_and_static_files(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert not [marker for marker in WARNING_MARKERS if marker in output], output
+    return output
+
+
+def test_editable_install_prints_no_packaging_warning(tmp_path: Path) -> None:
+    """`pip install -e .` (into a scratch target, not this venv) warns about nothing."""
+    pip("install", "--no-deps", "--target", str(tmp_path / "site"), "-e", str(REPO))
+    assert list((tmp_path / "site").glob("__editable__.chatserver-*.pth"))
+
+
+def test_wheel_builds_without_warnings_and_holds_templates_and_static_files(
+    tmp_path: Path,
+) -> None:
+    """`pip wheel .` prints no setuptools warning; the wheel lists the pages' files."""
+    pip("wheel", "--no-deps", "-w", str(tmp_path), str(REPO))
     (wheel,) = tmp_path.glob("chatserver-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
