@@ -1,6 +1,6 @@
 """Interactive terminal client for the chat server's JSON dialect (``chat.v1``).
 
-Usage: ``chat-client [URL] [--name NAME] [--room ROOM] [--history N]``.
+Usage: ``chat-client [URL] [--name NAME] [--room ROOM] [--history N] [--wait SECONDS]``.
 
 Input is read off the event loop (prompt_toolkit on a terminal, a pipe reader
 otherwise), so events are printed while you type. A dropped connection, a
@@ -8,10 +8,17 @@ server restart (1001) or a slow-consumer close (4000) is followed by a
 reconnect with exponential backoff that resumes the session and replays the
 messages missed meanwhile; kicks, bans and policy closes end the client.
 
+At the end of input (or ``/quit``) the client waits, at most ``--wait``
+seconds, until the server has answered every line it sent: the echo of each
+message (it is stored by then), the reply to each command, or an error. So
+``printf 'a\nb\n/who\n' | chat-client`` exits 0 only once ``a`` and ``b`` are
+stored and the ``/who`` answer is printed.
+
 Exit status: 0 after ``/quit``, end of input, Ctrl-C or a normal close by the
-server; 1 when connecting fails or the server closes with an error that
-reconnecting cannot fix (4001, 1008, 1009, ...); 2 when an operator kicked or
-banned you (4500, 4501).
+server; 1 when connecting fails, when lines typed were not confirmed in time
+(they are named), or when the server closes with an error that reconnecting
+cannot fix (4001, 1008, 1009, ...); 2 when an operator kicked or banned you
+(4500, 4501).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import io
 import json
 import os
@@ -50,10 +58,10 @@ CONNECT_TIMEOUT: Final = 10.0  # seconds for TCP connect + WebSocket handshake
 CLOSE_TIMEOUT: Final = 5.0  # seconds to wait for the server's close frame
 HEARTBEAT: Final = 20.0  # client pings, so a half-open connection is noticed
 STABLE_AFTER: Final = 10.0  # a connection that lived this long resets the backoff
-WELCOME_GRACE: Final = 5.0  # on quit, how long to wait for lines queued before welcome
 MAX_LINE: Final = 1 << 20
 MAX_PENDING: Final = 1000  # lines typed while disconnected, sent after reconnecting
 DEFAULT_HISTORY: Final = 20
+DEFAULT_WAIT: Final = 10.0
 JOIN_REF: Final = "join:"  # prefix of the ref of join commands
 
 # Close codes after which the client reconnects and resumes: network trouble,
@@ -148,6 +156,7 @@ class Options:
     name: str | None = None
     room: str | None = None
     history: int = 0
+    wait: float = DEFAULT_WAIT  # at end of input: seconds to wait for the server's answers
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -156,6 +165,16 @@ def _websocket_url(text: str) -> URL:
     if url.scheme not in ("ws", "wss") or not url.host:
         raise argparse.ArgumentTypeError(f"not a ws:// or wss:// URL: {text}")
     return url
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"not a number of seconds from 0 to 3600: {text}")
+    return value
 
 
 def _history_count(text: str) -> int:
@@ -179,9 +198,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--history", type=_history_count, default=0, metavar="N",
         help="show the last N messages of the first room on connect (default: 0)",
     )  # fmt: skip
+    parser.add_argument(
+        "--wait", type=_seconds, default=DEFAULT_WAIT, metavar="SECONDS",
+        help="at end of input, wait this long for the server to confirm every line sent "
+        f"(default: {DEFAULT_WAIT:g})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     room = args.room.removeprefix("#") if args.room else None
-    return Options(url=args.url, name=args.name, room=room, history=args.history)
+    return Options(url=args.url, name=args.name, room=room, history=args.history, wait=args.wait)
 
 
 # --------------------------------------------------------------------------- state
@@ -479,7 +503,8 @@ def render_event(event: Mapping[str, Any], style: Style) -> list[str]:
         message, code = _field(event, "message"), _field(event, "code")
         return [style.paint(f"Error: {message} ({code})", ERROR)]
     if kind == "resumed":
-        return [resumed_line(event)]
+        line = resumed_line(event)
+        return [line] if line else []
     if kind == "welcome":
         rooms = event.get("rooms")
         rooms = rooms if isinstance(rooms, list) else []
@@ -490,11 +515,13 @@ def render_event(event: Mapping[str, Any], style: Style) -> list[str]:
 
 
 def resumed_line(event: Mapping[str, Any]) -> str:
-    """One line summing up what a resume recovered and lost."""
+    """One line summing up what a resume recovered and lost; "" when nothing was missed."""
     rooms = event.get("rooms")
     counts = [c for c in rooms.values() if isinstance(c, dict)] if isinstance(rooms, dict) else []
     recovered = sum(c["recovered"] for c in counts if isinstance(c.get("recovered"), int))
     lost = sum(c["lost"] for c in counts if isinstance(c.get("lost"), int))
+    if not recovered and not lost:
+        return ""
     line = f"Recovered {recovered} missed message{'' if recovered == 1 else 's'}."
     if lost:
         were = "message was" if lost == 1 else "messages were"
@@ -526,14 +553,26 @@ def describe_close(code: int, reason: str) -> str:
     return f"code {code}: {escape(reason)}" if reason else f"code {code}"
 
 
+# Why a connection that the client will reopen was lost, in a user's words.
+LOST_WORDS: Final = {
+    1001: "the server is shutting down or restarting",
+    1006: "the connection dropped",
+    1011: "the server hit an internal error",
+    1012: "the server is restarting",
+    1013: "the server is overloaded",
+    1014: "a gateway in between failed",
+    4000: "this client was too slow to keep up",
+}
+
+
 def judge_close(closed: Closed) -> Verdict:
     """Decide from the close code whether to reconnect, and what to tell the user."""
     code, reason = closed.code, escape(closed.reason)
     if code is None:
-        return Verdict(True, EXIT_ERROR, "Connection lost")
+        return Verdict(True, EXIT_ERROR, "Connection lost: the connection dropped")
     described = describe_close(code, closed.reason)
     if code in RECONNECT_CODES:
-        return Verdict(True, EXIT_ERROR, f"Connection lost ({described})")
+        return Verdict(True, EXIT_ERROR, f"Connection lost: {LOST_WORDS[code]} (code {code})")
     if code in (4500, 4501):
         # A kick's close reason is the operator's reason; a ban's reads
         # "banned until WHEN: REASON".
@@ -550,6 +589,48 @@ def judge_close(closed: Closed) -> Verdict:
         1009: "Disconnected: a message was too big",
     }.get(code, "Connection closed")
     return Verdict(False, EXIT_ERROR, f"{why} ({described}).")
+
+
+_ERRNO_WORDS: Final = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "timed out",
+}
+
+
+def connect_error_words(exc: BaseException) -> str:
+    """A few human words for why a connection attempt failed (no socket jargon)."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _ERRNO_WORDS.get(exc.os_error.errno or 0, exc.os_error.strerror or "cannot connect")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_WORDS:
+        return _ERRNO_WORDS[exc.errno]
+    return str(exc) or type(exc).__name__
+
+
+def handshake_words(status: int, url: URL) -> str:
+    """Why an HTTP answer to the WebSocket upgrade is not a chat connection."""
+    chat = url.with_path("/ws").with_query(None)
+    if 200 <= status < 400:
+        return f"this is a web page, not a chat endpoint (HTTP {status}); the chat socket is {chat}"
+    if status == 404:
+        return f"no chat endpoint at this path (HTTP 404); the chat socket is {chat}"
+    if status == 403:
+        return "the server refused this client (HTTP 403: origin not allowed)"
+    if status == 429:
+        return "too many connections from this address (HTTP 429)"
+    if status >= 500:
+        return f"the server failed to answer (HTTP {status})"
+    return f"the server refused the connection (HTTP {status})"
 
 
 class ConnectFailed(Exception):
@@ -621,6 +702,91 @@ async def _read_pipe(fd: int, on_line: LineHandler) -> None:
 # --------------------------------------------------------------------------- the client
 
 
+# --------------------------------------------------------------------------- confirmations
+
+
+@dataclass
+class Unconfirmed:
+    """A typed line sent (or queued) whose answer from the server has not come yet."""
+
+    line: str
+    frame: dict[str, Any]
+    sent: bool = False
+
+
+class Confirmations:
+    """Matches server events to the commands they answer.
+
+    The server echoes a sender's own message after storing it, answers `join`
+    and `who` with a `who`, `history` with a `history`, `nick` and `leave` with
+    the sender's own `nick`/`leave` event, and a refused command with an
+    `error` carrying its `ref` (docs/protocol.md). At the end of piped input
+    the client waits until each line typed got one of those.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[Unconfirmed] = []
+        self.settled = asyncio.Event()
+        self.settled.set()
+        self._refs = 0
+
+    def track(self, line: str, frame: dict[str, Any]) -> dict[str, Any]:
+        """Give ``frame`` a ref (errors echo it) and remember it; return the frame."""
+        if "ref" not in frame:
+            self._refs += 1
+            frame = {**frame, "ref": self._refs}
+        self.items.append(Unconfirmed(line, frame))
+        self.settled.clear()
+        return frame
+
+    def sent(self, frame: dict[str, Any]) -> None:
+        for item in self.items:
+            if item.frame is frame:
+                item.sent = True
+
+    def resend_after_reconnect(self) -> list[dict[str, Any]]:
+        """Commands sent on a lost connection and not answered: safe to send again.
+        (Messages are not: a resume replays them if they were stored.)"""
+        again = [i for i in self.items if i.sent and i.frame["type"] != "message"]
+        for item in again:
+            item.sent = False
+        return [item.frame for item in again]
+
+    def observe(self, event: Mapping[str, Any], state: ChatState) -> None:
+        for index, item in enumerate(self.items):
+            if _answers(item.frame, event, state):
+                del self.items[index]
+                break
+        if not self.items:
+            self.settled.set()
+
+    def lines(self) -> list[str]:
+        return [item.line for item in self.items]
+
+
+def _answers(frame: Mapping[str, Any], event: Mapping[str, Any], state: ChatState) -> bool:
+    """Whether ``event`` is the server's answer to ``frame``."""
+    kind, room = event.get("type"), event.get("room")
+    if kind == "error":
+        return "ref" in event and event["ref"] == frame.get("ref")
+    sent = frame["type"]
+    same_room = "room" not in frame or frame["room"] == room
+    if sent == "message":
+        return (
+            kind == "message"
+            and state.is_own(event)
+            and same_room
+            and (event.get("text") == frame["text"])
+        )
+    if sent in ("join", "who"):
+        return kind == "who" and same_room
+    if sent == "history":
+        return kind == "history" and same_room
+    if sent in ("nick", "leave"):
+        return kind == sent and state.is_own(event) and (sent == "nick" or same_room)
+    return False
+
+
 class Printer:
     """Writes whole lines to the output stream, flushing each one."""
 
@@ -647,9 +813,13 @@ class Client:
         self.pending: deque[dict[str, Any]] = deque(maxlen=MAX_PENDING)
         # Lines typed before the first welcome: their room is not known yet.
         self.early: deque[str] = deque(maxlen=MAX_PENDING)
+        self.confirmations = Confirmations()
         self.quit = asyncio.Event()
         self.welcomed = asyncio.Event()
         self.reconnecting = False
+        self.ever_welcomed = False
+        self.told_offline = False  # "will send after reconnecting", once per outage
+        self.drain_deadline: float | None = None  # set when the input ends
         self._interrupts = 0
         self._task: asyncio.Task[Any] | None = None
 
@@ -661,7 +831,7 @@ class Client:
         """Run until the user quits or the server ends the session; return the exit status."""
         self._task = asyncio.current_task()
         input_task = asyncio.create_task(read_input(self.handle_line))
-        input_task.add_done_callback(lambda _: self.quit.set())
+        input_task.add_done_callback(lambda _: self.end_of_input())
         restore_sigint = _handle_sigint(self.on_interrupt)
         try:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
@@ -673,12 +843,30 @@ class Client:
             with contextlib.suppress(asyncio.CancelledError):
                 await input_task
 
+    def end_of_input(self) -> None:
+        """The input ended (EOF or /quit): answers are awaited until the deadline."""
+        if self.drain_deadline is None:
+            self.drain_deadline = asyncio.get_running_loop().time() + self.options.wait
+        self.quit.set()
+
     def on_interrupt(self) -> None:
-        """Ctrl-C: quit cleanly; a second one stops waiting for the server."""
+        """Ctrl-C: quit cleanly without waiting for answers; a second one stops at once."""
         self._interrupts += 1
+        self.drain_deadline = 0.0
         self.quit.set()
         if self._interrupts > 1 and self._task is not None:
             self._task.cancel()
+
+    def drain_left(self) -> float:
+        """Seconds left to wait for answers after the input ended."""
+        if self.drain_deadline is None:
+            return 0.0
+        return max(0.0, self.drain_deadline - asyncio.get_running_loop().time())
+
+    def draining(self) -> bool:
+        """Whether the input ended with lines unconfirmed and time left to wait."""
+        unsettled = bool(self.confirmations.items or self.early)
+        return self.quit.is_set() and unsettled and self.drain_left() > 0
 
     async def connection_loop(self, session: aiohttp.ClientSession) -> int:
         self.printer.notice(f"Connecting to {self.options.url}...")
@@ -687,8 +875,6 @@ class Client:
         except ConnectFailed as exc:
             self.printer.notice(f"Failed to connect to {self.options.url}: {exc}.")
             return EXIT_ERROR
-        self.printer.notice("Connected successfully!")
-        self.printer.notice("Enter message (or 'quit' to exit):")
         loop = asyncio.get_running_loop()
         delays: Iterator[float] | None = None
         while True:
@@ -697,17 +883,30 @@ class Client:
             if closed is None:
                 code = describe_close(ws.close_code or 1000, "")
                 self.printer.notice(f"Connection closed ({code}).")
-                return EXIT_OK
+                return self.finish(EXIT_OK)
             verdict = judge_close(closed)
             if not verdict.reconnect:
                 self.printer.notice(verdict.line)
-                return verdict.exit_code
+                return self.finish(verdict.exit_code)
             if delays is None or loop.time() - started >= STABLE_AFTER:
                 delays = self.options.backoff.delays()
             result = await self.reconnect(session, verdict.line, delays)
             if isinstance(result, int):
-                return result
+                return self.finish(result)
             ws = result
+
+    def finish(self, status: int) -> int:
+        """The exit status, made an error when typed lines went unconfirmed."""
+        lines = [*self.confirmations.lines(), *self.early]
+        if not lines or self._interrupts:
+            return status
+        count = len(lines)
+        shown = ", ".join(repr(escape(line)) for line in lines[:10])
+        more = f" and {count - 10} more" if count > 10 else ""
+        self.printer.notice(
+            f"Not confirmed by the server: {count} line{'' if count == 1 else 's'} ({shown}{more})."
+        )
+        return status if status != EXIT_OK else EXIT_ERROR
 
     async def connect(
         self, session: aiohttp.ClientSession, *, first: bool
@@ -717,12 +916,12 @@ class Client:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 ws = await session.ws_connect(url, protocols=(SUBPROTOCOL,), heartbeat=HEARTBEAT)
         except aiohttp.WSServerHandshakeError as exc:
-            fatal = exc.status in FATAL_HTTP_STATUSES
-            raise ConnectFailed(f"HTTP {exc.status} {exc.message}", fatal=fatal) from None
-        except TimeoutError:
-            raise ConnectFailed("timed out") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectFailed(str(exc) or type(exc).__name__) from None
+            # A web page (2xx/3xx) or a refusal retrying cannot heal.
+            fatal = exc.status in FATAL_HTTP_STATUSES or exc.status < 400
+            words = handshake_words(exc.status, self.options.url)
+            raise ConnectFailed(words, fatal=fatal) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ConnectFailed(connect_error_words(exc)) from None
         if ws.protocol != SUBPROTOCOL:
             await ws.close()
             raise ConnectFailed(f"the server does not speak {SUBPROTOCOL}", fatal=True)
@@ -732,24 +931,38 @@ class Client:
     async def reconnect(
         self, session: aiohttp.ClientSession, why: str, delays: Iterator[float]
     ) -> aiohttp.ClientWebSocketResponse | int:
-        """Retry with backoff until connected (the socket) or told to stop (an exit status)."""
+        """Retry with backoff until connected (the socket) or told to stop (an exit status).
+
+        Prints one line when the connection is lost and one more only when the
+        reason an attempt fails changes, not a line per attempt."""
         self.reconnecting = True
-        verb = "reconnecting"
+        self.told_offline = False
+        self.printer.notice(f"{why}. Reconnecting...")
+        last_failure = ""
         while True:
             delay = next(delays)
-            self.printer.notice(f"{why}; {verb} in {delay:.1f} s...")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.quit.wait(), delay)
             if self.quit.is_set():
-                self._report_unsent()
-                return EXIT_OK
+                if not self.draining():
+                    self._report_unsent()
+                    return EXIT_OK
+                await asyncio.sleep(min(delay, self.drain_left()))
+                if not self.draining():
+                    return EXIT_OK
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.quit.wait(), delay)
+                if self.quit.is_set() and not self.draining():
+                    self._report_unsent()
+                    return EXIT_OK
             try:
                 ws = await self.connect(session, first=False)
             except ConnectFailed as exc:
                 if exc.fatal:
                     self.printer.notice(f"Reconnect failed: {exc}.")
                     return EXIT_ERROR
-                why, verb = f"Reconnect failed ({exc})", "retrying"
+                if str(exc) != last_failure:
+                    last_failure = str(exc)
+                    self.printer.notice(f"Still reconnecting: {exc}; retrying...")
                 continue
             self.printer.notice("Reconnected.")
             self.reconnecting = False
@@ -761,16 +974,23 @@ class Client:
             self.printer.notice(f"{count} unsent line{'' if count == 1 else 's'} dropped.")
 
     async def converse(self, ws: aiohttp.ClientWebSocketResponse) -> Closed | None:
-        """Print events until the connection ends (a Closed) or the user quits (None)."""
+        """Print events until the connection ends (a Closed) or the user quits (None).
+
+        After the input ends, keep reading until every typed line is answered
+        (or the --wait deadline passes): a script must know its lines were stored."""
         receiver = asyncio.create_task(self.receive_events(ws))
         quitting = asyncio.create_task(self.quit.wait())
         try:
             await asyncio.wait({receiver, quitting}, return_when=asyncio.FIRST_COMPLETED)
-            if not receiver.done() and not self.welcomed.is_set():
-                # Lines typed before the welcome are still queued: let them go out.
-                welcomed = asyncio.create_task(self.welcomed.wait())
-                await asyncio.wait({receiver, welcomed}, timeout=WELCOME_GRACE)
-                welcomed.cancel()
+            if not receiver.done() and self.draining():
+                settled = asyncio.create_task(self._settled())
+                await asyncio.wait(
+                    {receiver, settled},
+                    timeout=self.drain_left(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                settled.cancel()
+
             if receiver.done():
                 return receiver.result()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -782,6 +1002,10 @@ class Client:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await receiver
+
+    async def _settled(self) -> None:
+        await self.welcomed.wait()  # lines typed before it are tracked from then on
+        await self.confirmations.settled.wait()
 
     async def receive_events(self, ws: aiohttp.ClientWebSocketResponse) -> Closed:
         while True:
@@ -810,9 +1034,15 @@ class Client:
         for line in render_event(event, self.printer.style):
             self.printer.line(line)
         self.state.apply(event)
+        self.confirmations.observe(event, self.state)
 
     async def on_welcome(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]) -> None:
         """Adopt the (new or resumed) session, rejoin rooms if needed, send queued lines."""
+        if not self.ever_welcomed:
+            # Only now: a banned user is closed before any welcome.
+            self.ever_welcomed = True
+            self.printer.notice("Connected successfully!")
+            self.printer.notice("Enter message (or 'quit' to exit):")
         previous_rooms = list(self.state.rooms)
         self.state.welcome(event)
         rejoin: list[dict[str, Any]] = []
@@ -827,12 +1057,14 @@ class Client:
             ]
         for frame in rejoin:
             self.state.note_sent(frame)
-        self.pending.extendleft(reversed(rejoin))
+        unanswered = self.confirmations.resend_after_reconnect()
+        self.pending.extendleft(reversed([*rejoin, *unanswered]))
         # Lines typed before the first welcome can be placed now. Translate them
         # all before the first await: a line typed while these are sent goes
         # to the end of the queue (self.ws is still None), after them.
         while self.early:
-            if (typed := self.act(translate(self.early.popleft(), self.state))) is not None:
+            line = self.early.popleft()
+            if (typed := self.act(translate(line, self.state), line)) is not None:
                 self.pending.append(typed)
         while self.pending:
             frame = self.pending.popleft()
@@ -850,27 +1082,27 @@ class Client:
         if self.state.session is None:
             self.early.append(line)  # the current room is not known before the welcome
             return True
-        frame = self.act(action)
+        frame = self.act(action, line)
         if frame is None:
             return True
         if self.ws is not None and not self.pending and await self._send(self.ws, frame):
             return True
         self.pending.append(frame)
-        if self.reconnecting:
+        if self.reconnecting and not self.told_offline:
+            self.told_offline = True
             self.printer.notice("Not connected; will send after reconnecting.")
         return True
 
-    def act(self, action: Action | None) -> dict[str, Any] | None:
-        """Print a local answer, or return the frame to send."""
+    def act(self, action: Action | None, line: str) -> dict[str, Any] | None:
+        """Print a local answer, or return the frame to send (tracked until answered)."""
         if isinstance(action, Say):
             self.printer.notice(action.text)
         elif isinstance(action, Send):
             self.state.note_sent(action.frame)
-            return action.frame
+            return self.confirmations.track(line, action.frame)
         return None
 
-    @staticmethod
-    async def _send(ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> bool:
+    async def _send(self, ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> bool:
         """Send a frame; False if the connection is gone."""
         if ws.closed:
             return False
@@ -878,6 +1110,7 @@ class Client:
             await ws.send_str(json.dumps(frame, ensure_ascii=False))
         except (aiohttp.ClientError, ConnectionError):
             return False
+        self.confirmations.sent(frame)
         return True
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import secrets
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +17,8 @@ from aiohttp import web
 
 from .app import create_app
 from .errors import ChatError, SettingsError
+from .keys import HUB
+from .preflight import check_db_path, mask_password
 from .settings import Settings, parse_args
 
 log = logging.getLogger("chatserver")
@@ -28,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return admin_main(args[1:])
     try:
         settings = parse_args(args)
+        if not settings.redis_url:  # Redis mode keeps nothing in --db
+            check_db_path(settings.db_path)
     except SettingsError as exc:
         print(f"chatserver: {exc}", file=sys.stderr)
         return 2
@@ -40,15 +46,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     _install_uvloop()
     try:
         asyncio.run(serve(settings))
+    except ListenError as exc:
+        print(f"chatserver: {exc}", file=sys.stderr)
+        return 1
     except ChatError as exc:
         print(f"chatserver: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(
-            f"chatserver: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr
-        )
-        return 1
+    except sqlite3.Error as exc:
+        # The pre-flight check passed, yet SQLite refused the file (corrupt, locked, ...).
+        print(f"chatserver: cannot use --db {settings.db_path}: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+class ListenError(Exception):
+    """The listening socket could not be opened (address in use, no permission, ...)."""
 
 
 def _install_uvloop() -> None:
@@ -61,9 +73,8 @@ def _install_uvloop() -> None:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then close every client with 1001 and exit."""
-    runner = web.AppRunner(
-        create_app(settings), shutdown_timeout=settings.shutdown_timeout, handle_signals=False
-    )
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     # Handlers first: whoever reads the start line may signal us at once.
@@ -71,14 +82,38 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        why = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen on {settings.host}:{settings.port}: {why}") from None
     host, port = runner.addresses[0][:2]
-    print(f"Server started on ws://{_display_host(host)}:{port}", flush=True)
+    print(banner(settings, _display_host(host), port, app[HUB].node), flush=True)
     try:
         await stop.wait()
         log.info("shutting down")
     finally:
         await runner.cleanup()
+
+
+def banner(settings: Settings, host: str, port: int, node: str) -> str:
+    """What start-up prints: where to connect, and what it opened."""
+    lines = [
+        f"Server started on ws://{host}:{port}",
+        f"  Chat socket:  ws://{host}:{port}/ws",
+        f"  Browser page: http://{host}:{port}/",
+        f"  Dashboard:    http://{host}:{port}/admin/",
+    ]
+    if settings.redis_url:
+        lines.append(f"  Redis:        {mask_password(settings.redis_url)} (node {node})")
+    else:
+        lines.append(f"  Database:     {_shown_db(settings.db_path)}")
+    return "\n".join(lines)
+
+
+def _shown_db(path: str) -> str:
+    return path if path == ":memory:" else os.path.abspath(os.path.expanduser(path))
 
 
 def _display_host(host: str) -> str:

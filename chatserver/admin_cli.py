@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from cli_client import connect_error_words
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 TIMEOUT = 15.0
 
@@ -163,8 +165,23 @@ def _fields(args: argparse.Namespace, *names: str) -> Json:
 # --------------------------------------------------------------------------- HTTP
 
 
+def server_url(text: str) -> str:
+    """The server's base URL from what the user typed: ``host:port`` means
+    ``http://host:port``; a ``ws://`` URL means its ``http://`` twin."""
+    text = text.strip()
+    if "://" not in text:
+        text = "http://" + text
+    scheme = text.split("://", 1)[0].lower()
+    if scheme not in ("http", "https", "ws", "wss"):
+        raise AdminError(f"--url {text}: use http://HOST:PORT (or https://, ws://, wss://)")
+    host = text.split("://", 1)[1].split("/", 1)[0]
+    if not host or host.startswith(":"):
+        raise AdminError(f"--url {text}: no host; use e.g. http://127.0.0.1:8765")
+    return text
+
+
 def api_base(url: str) -> str:
-    url = url.rstrip("/")
+    url = server_url(url).rstrip("/")
     if url.startswith(("ws://", "wss://")):
         url = "http" + url[2:]
     for suffix in ("/admin/api", "/admin", "/ws"):
@@ -191,7 +208,7 @@ async def perform(url: str, token: str, call: Call) -> Json:
             text = await response.text()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise AdminError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+        raise AdminError(f"cannot reach {url}: {connect_error_words(exc)}") from None
     try:
         data = json.loads(text)
     except ValueError:
@@ -335,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("chatserver admin: no token: use --token or CHAT_ADMIN_TOKEN", file=sys.stderr)
         return 2
     try:
+        url = server_url(url)
         call = plan(args)
     except AdminError as exc:
         print(f"chatserver admin: {exc}", file=sys.stderr)

@@ -50,16 +50,6 @@ class _Later:
         self.done = done
 
 
-def redacted(url: str) -> str:
-    """``url`` without its password, for logs and start-up lines."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://***@{host}"
-
-
 class RedisLink:
     """One node's Redis client, scripts and ordered background writer."""
 

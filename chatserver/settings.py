@@ -57,6 +57,46 @@ class Settings:
         return self.db or default_db_path()
 
 
+# One line of ``chatserver --help`` per setting: field name -> (group, text).
+# Every field needs an entry (tests/test_startup.py checks it); groups are
+# shown in the order of GROUPS.
+GROUPS: tuple[str, ...] = (
+    "listening",
+    "admin",
+    "storage",
+    "several nodes (Redis mode)",
+    "limits",
+    "connections",
+    "logging",
+)
+HELP: dict[str, tuple[str, str]] = {
+    "host": ("listening", "address to listen on (0.0.0.0: all)"),
+    "port": ("listening", "TCP port to listen on (0: any free port)"),
+    "allowed_origins": ("listening", "more browser origins allowed to open the chat socket"),
+    "trusted_proxy": ("listening", "trust X-Forwarded-For/-Proto from a reverse proxy"),
+    "admin_token": ("admin", "secret of the dashboard and admin API (unset: new per run)"),
+    "db": ("storage", "SQLite file (unused with Redis)"),
+    "redis_url": ("several nodes (Redis mode)", "run as one of several nodes on this Redis"),
+    "redis_prefix": ("several nodes (Redis mode)", "prefix of every Redis key and channel"),
+    "node_id": ("several nodes (Redis mode)", "this node's name (default: host-pid-random)"),
+    "presence_ttl": ("several nodes (Redis mode)", "seconds until a dead node's users leave"),
+    "history": ("storage", "store chat messages (false: keep none)"),
+    "history_max_messages": ("storage", "messages kept per room (0: no limit)"),
+    "history_max_age": ("storage", "seconds a message is kept (0: no limit)"),
+    "session_ttl": ("storage", "seconds a resume token lives after disconnect"),
+    "max_message_bytes": ("limits", "largest accepted message or frame, in bytes"),
+    "rate_limit": ("limits", "messages per second per connection (0: off)"),
+    "rate_burst": ("limits", "messages sent at once above the rate"),
+    "max_connections_per_ip": ("limits", "open connections per client address (0: off)"),
+    "max_rooms_per_connection": ("limits", "rooms one connection may be in at once"),
+    "presence_threshold": ("limits", "room size above which join/leave is not announced"),
+    "outbound_buffer_bytes": ("connections", "send buffer per connection before closing 4000"),
+    "heartbeat": ("connections", "seconds between pings; silent peers drop (0: off)"),
+    "shutdown_timeout": ("connections", "seconds to let clients close on shutdown"),
+    "log_level": ("logging", "DEBUG, INFO, WARNING or ERROR"),
+}
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
@@ -94,6 +134,10 @@ def _validate(settings: Settings) -> Settings:
             raise SettingsError(f"{name} must not be negative")
     if settings.port > 65535:
         raise SettingsError("port must be at most 65535")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise SettingsError(
+            f"invalid value for log_level: {settings.log_level!r} (use {', '.join(LOG_LEVELS)})"
+        )
     if settings.redis_url and not settings.redis_url.startswith(
         ("redis://", "rediss://", "unix://")
     ):
@@ -106,17 +150,40 @@ def _validate(settings: Settings) -> Settings:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per setting; unset flags stay ``None``."""
-    parser.add_argument("--config", help="TOML config file (keys are the setting names)")
+    """Add one ``--flag`` per setting, grouped as in HELP; unset flags stay ``None``."""
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    groups["listening"].add_argument(
+        "--config", metavar="FILE", help="TOML config file (keys are the setting names)"
+    )
     for name, field in _FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(
-            flag,
+        group, text = HELP.get(name, ("other", ""))
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        groups[group].add_argument(
+            "--" + name.replace("_", "-"),
             dest=name,
             default=None,
-            metavar=name.upper(),
-            help=f"(default: {field.default!r}; env {env_name(name)})",
+            metavar=_metavar(field.default),
+            help=f"{text} [{_show_default(name, field.default)}]",
         )
+
+
+def _metavar(default: Any) -> str:
+    if isinstance(default, bool):
+        return "BOOL"
+    if isinstance(default, int | float):
+        return "N"
+    return "LIST" if isinstance(default, tuple) else "TEXT"
+
+
+def _show_default(name: str, default: Any) -> str:
+    if name == "db":
+        return "~/.local/share/chatserver/chat.db"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, tuple):
+        return ",".join(default) or "none"
+    return str(default) if default != "" else "unset"
 
 
 def env_name(name: str) -> str:
@@ -156,8 +223,34 @@ def build_settings(
     return _validate(Settings(**values))
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(prog="chatserver", description="WebSocket chat server")
+HELP_WIDTH = 100  # wide enough for one line per flag
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatserver",
+        usage="chatserver [FLAGS]\n       chatserver admin COMMAND [...]",
+        description=(
+            "WebSocket chat server: a browser chat page at /, the chat socket at /ws and the\n"
+            "admin dashboard at /admin/. Every flag is also an environment variable\n"
+            "CHAT_<NAME> and a key of the --config file (flags beat the environment, which\n"
+            "beats the file). 0 turns a limit off. Defaults are in [brackets]."
+        ),
+        epilog=(
+            "subcommand:\n"
+            "  chatserver admin COMMAND    operate a running server over its admin API:\n"
+            "                              connections, kick, ban, mute, announce, audit, ...\n"
+            "                              (chatserver admin --help lists every command)"
+        ),
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
+            prog, max_help_position=32, width=HELP_WIDTH
+        ),
+    )
     add_arguments(parser)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    parser = build_parser()
     args = parser.parse_args(argv)
     return build_settings(vars(args), config_path=args.config)

@@ -14,7 +14,7 @@ from pytest_aiohttp import AiohttpServer
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 from chatserver.app import create_app
-from tests.conftest import ADMIN_TOKEN, JSON, Peer, make_settings
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, JSON, ChatServer, Peer, make_settings
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
 XSS_TEXT = "<script>alert(2)</script><img src=y onerror=alert(3)>"
@@ -159,6 +159,10 @@ async def test_hostile_names_and_texts_show_literally_and_run_nothing(
     assert XSS_NAME in (await line.text_content() or "")
     assert XSS_TEXT in (await line.text_content() or "")
     assert await chat_page.locator("#log img, #log script").count() == 0
+    person = chat_page.locator("#people li", has_text="onerror")
+    await person.wait_for()
+    assert await person.text_content() == XSS_NAME
+    assert await chat_page.locator("aside img, aside script").count() == 0
     assert dialogs == []
     await hostile.close()
 
@@ -196,3 +200,165 @@ async def test_browser_chat_page_sends_and_receives(
     await page.wait_for_selector("#log li:has-text('webby is now known as webster.')")
     assert dialogs == []
     await cli.close()
+
+
+# ------------------------------------------------------------------ the chat page
+
+
+async def open_chat_page(browser: Browser, url: str, name: str, dialogs: list[str]) -> Page:
+    """The chat page at ``url``, connected as ``name``."""
+    page = await new_page(browser, dialogs)
+    await page.goto(url + "/")
+    await page.fill("#name", name)
+    await page.click("#connect")
+    await page.wait_for_selector(f"#log li:has-text('Welcome, {name}!')")
+    return page
+
+
+async def log_is_at_bottom(page: Page) -> bool:
+    result = await page.evaluate(
+        "() => { const l = document.getElementById('log');"
+        " return l.scrollHeight > l.clientHeight"
+        " && l.scrollTop + l.clientHeight >= l.scrollHeight - 8; }"
+    )
+    return bool(result)
+
+
+async def test_overflowing_log_stays_at_the_newest_line_until_the_user_scrolls_up(
+    browser: Browser, server: TestServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """New lines keep the log at the bottom; scrolled up, a marker appears; a kick shows."""
+    dialogs: list[str] = []
+    page = await open_chat_page(browser, base_url(server), "webby", dialogs)
+    bob = await chat_client(http, server, "bob")
+    for number in range(80):
+        await bob.send_json(type="message", text=f"line {number}")
+    await page.wait_for_selector("#log li:has-text('bob: line 79')")
+    assert await log_is_at_bottom(page)
+    assert await page.locator("#new-marker").is_hidden()
+    await page.evaluate("() => { document.getElementById('log').scrollTop = 0; }")
+    await bob.send_json(type="message", text="while scrolled up")
+    await page.wait_for_selector("#log li:has-text('while scrolled up')", state="attached")
+    await page.wait_for_selector("#new-marker")
+    assert await page.evaluate("() => document.getElementById('log').scrollTop") == 0
+    await page.click("#new-marker")
+    assert await log_is_at_bottom(page)
+    await page.screenshot(path=str(tmp_path / "chat-bottom.png"))
+
+    url = base_url(server) + "/admin/api/connections/1/kick"
+    async with http.post(url, json={"reason": "testing kicks"}, headers=ADMIN_AUTH) as response:
+        assert response.status == 200, await response.text()
+    notice = page.locator("#log li", has_text="You were kicked by an operator: testing kicks")
+    await notice.wait_for()
+    assert await log_is_at_bottom(page)
+    await page.wait_for_selector("#state:has-text('kicked')")
+    await page.wait_for_selector("#people-title:text-is('Here in #lobby (0)')")
+    await page.screenshot(path=str(tmp_path / "chat-kicked.png"))
+    assert dialogs == []
+    await bob.close()
+
+
+async def test_history_lines_show_the_time_the_message_was_sent(
+    browser: Browser, server: TestServer, http: aiohttp.ClientSession
+) -> None:
+    """Lines from history carry their message's ts, not the time the page loaded."""
+    bob = await chat_client(http, server, "bob")
+    await bob.send_json(type="message", text="said earlier")
+    sent = await bob.until_type("message")
+    dialogs: list[str] = []
+    page = await new_page(browser, dialogs)
+    # The page's clock reads 03:07 local time, so "now" cannot pass for the message time.
+    await page.clock.install(time="2020-01-01T03:07:00")
+    await page.goto(base_url(server) + "/")
+    await page.click("#connect")
+    line = page.locator("#log li", has_text="bob: said earlier")
+    await line.wait_for()
+    expected = await page.evaluate(
+        "(ts) => new Date(ts * 1000).toLocaleTimeString([],"
+        " {hour: '2-digit', minute: '2-digit', hour12: false})",
+        sent["ts"],
+    )
+    assert await line.locator(".time").text_content() == expected
+    assert expected != "03:07"
+    welcome = page.locator("#log li", has_text="Welcome")
+    assert await welcome.locator(".time").text_content() == "03:07"
+    await bob.close()
+
+
+async def test_rooms_list_switches_rooms_counts_unread_and_shows_who_is_here(
+    browser: Browser, server: TestServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Join from the side list, see who is here live, unread counts, switch and leave."""
+    dialogs: list[str] = []
+    page = await open_chat_page(browser, base_url(server), "webby", dialogs)
+    await page.fill("#new-room", "dev")
+    await page.press("#new-room", "Enter")
+    await page.wait_for_selector("#rooms li.current:has-text('#dev')")
+    await page.wait_for_selector("#state:has-text('in #dev')")
+    await page.wait_for_selector("#people li:text-is('webby (you)')")
+    bob = await chat_client(http, server, "bob")
+    await bob.send_json(type="join", room="dev")
+    await page.wait_for_selector("#people li:text-is('bob')")
+    await page.wait_for_selector("#people-title:text-is('Here in #dev (2)')")
+    await bob.send_json(type="message", room="lobby", text="psst, in the lobby")
+    await bob.send_json(type="message", room="lobby", text="and again")
+    await page.wait_for_selector("#rooms li[data-room=lobby] .unread:text-is('2')")
+    await page.fill("#text", "hello dev")
+    await page.press("#text", "Enter")
+    message = await bob.until_type("message")
+    while message["user"]["name"] == "bob":  # bob's own two echoes first
+        message = await bob.until_type("message")
+    assert (message["room"], message["text"]) == ("dev", "hello dev")
+    await page.screenshot(path=str(tmp_path / "chat-rooms.png"))
+
+    await page.click("#rooms li[data-room=lobby] .room-name")
+    await page.wait_for_selector("#log li:has-text('bob: psst, in the lobby')")
+    assert await page.locator("#rooms li[data-room=lobby] .unread").count() == 0
+    await page.wait_for_selector("#state:has-text('in #lobby')")
+    await bob.send_json(type="leave", room="lobby")
+    await page.wait_for_selector("#people-title:text-is('Here in #lobby (1)')")
+    await page.click("#rooms li[data-room=dev] .leave")
+    await page.locator("#rooms li[data-room=dev]").wait_for(state="detached")
+    assert dialogs == []
+    await bob.close()
+
+
+async def test_chat_page_resumes_after_a_server_restart_and_shows_what_it_missed(
+    browser: Browser, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """The server restarts; messages sent before the page is back are replayed once."""
+    chat = ChatServer(make_settings(tmp_path))
+    await chat.start()
+    try:
+        dialogs: list[str] = []
+        page = await new_page(browser, dialogs)
+        # A controlled clock: the page's reconnect timer fires only when the test says.
+        await page.clock.install()
+        url = chat.url("/").replace("ws://", "http://").rstrip("/")
+        await page.goto(url + "/")
+        await page.fill("#name", "webby")
+        await page.click("#connect")
+        await page.wait_for_selector("#log li:has-text('Welcome, webby!')")
+        await chat.stop()
+        await page.wait_for_selector("#state:has-text('The server is restarting.')")
+        await page.wait_for_selector("#log li:has-text('Connection lost')")
+        await chat.start()
+        ws = await http.ws_connect(chat.url("/ws", name="bob"), protocols=JSON)
+        bob = Peer(ws)
+        await bob.until_type("welcome")
+        for text in ("missed one", "missed two"):
+            await bob.send_json(type="message", text=text)
+            await bob.until_type("message")
+        await page.clock.run_for(60_000)
+        await page.wait_for_selector("#log li:has-text('Recovered 2 missed messages.')")
+        await page.wait_for_selector("#log li:has-text('bob: missed two')")
+        assert await page.locator("#log li", has_text="bob: missed one").count() == 1
+        await page.wait_for_selector("#state:has-text('Connected as webby in #lobby.')")
+        await page.wait_for_selector("#people li:text-is('bob')")
+        await bob.send_json(type="message", text="live again")
+        await page.wait_for_selector("#log li:has-text('bob: live again')")
+        await page.screenshot(path=str(tmp_path / "chat-resumed.png"))
+        assert dialogs == []
+        await bob.close()
+    finally:
+        await chat.stop()

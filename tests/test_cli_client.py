@@ -28,6 +28,7 @@ from cli_client import (
     Backoff,
     ChatState,
     Closed,
+    Confirmations,
     Say,
     Send,
     Verdict,
@@ -298,9 +299,10 @@ async def test_reconnects_and_resumes_after_sigterm_restart(
     server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait, 10) == 0
     await screen.expect(
-        r"^Connection lost \(code 1001: server shutting down\); reconnecting in \d+\.\d s\.\.\.$"
+        r"^Connection lost: the server is shutting down or restarting \(code 1001\)\. "
+        r"Reconnecting\.\.\.$"
     )
-    await screen.expect(r"^Reconnect failed \(.+\); retrying in \d\.\d s\.\.\.$")
+    await screen.expect(r"^Still reconnecting: connection refused; retrying\.\.\.$")
     restarted = await asyncio.to_thread(server_process, port=server.port)
     async with aiohttp.ClientSession() as http, http.ws_connect(restarted.url(name="bob")) as bob:
         await bob.send_str("missed one")
@@ -323,7 +325,7 @@ async def test_rejoins_rooms_when_the_session_is_not_resumed(
     client.keyboard.type("/join dev")
     await client.screen.expect(r"\[#dev\] alice has joined\.$")
     await chat.stop()
-    await client.screen.expect(r"^Connection lost \(code 1001: server shutting down\)")
+    await client.screen.expect(r"^Connection lost: the server is shutting down or restarting")
     client.keyboard.type("typed while away")
     await client.screen.expect(r"^Not connected; will send after reconnecting\.$")
     await chat.start(db=str(tmp_path / "fresh.db"))
@@ -364,7 +366,9 @@ async def test_resume_sends_the_cursor_and_drops_duplicates(
     screen = client.screen
     live = [line.split(": ")[-1] for line in screen.getvalue().splitlines() if ": live" in line]
     assert live == ["live 5", "live 6"]
-    await screen.expect(r"^Connection lost \(code 4000: slow consumer\); reconnecting in ")
+    await screen.expect(
+        r"^Connection lost: this client was too slow to keep up \(code 4000\)\. Reconnecting"
+    )
     await screen.expect(r"^Reconnected\.$")
     await screen.expect(r"alice: replayed 9$")
     await screen.expect(
@@ -532,6 +536,30 @@ def test_close_codes_decide_between_reconnecting_and_exiting() -> None:
     assert judge_close(Closed(4001)).exit_code == 1
 
 
+def test_confirmations_match_each_answer_to_its_command() -> None:
+    """Echoes, who/history replies, own nick/leave and errors by ref settle lines;
+    answers may come in any order; unanswered commands are resent, messages not."""
+    state = ChatState(user_id=1, rooms=["lobby"])
+    book = Confirmations()
+    hello = book.track("hello", {"type": "message", "room": "lobby", "text": "hello"})
+    who = book.track("/who", {"type": "who", "room": "lobby"})
+    book.track("/nick x", {"type": "nick", "name": "x"})
+    book.sent(hello)
+    book.sent(who)
+    assert hello["ref"] != who["ref"]
+    book.observe({"type": "who", "room": "dev", "users": []}, state)  # another room's
+    book.observe(message(3, "hello", user={"id": 2, "name": "bob"}), state)  # not mine
+    assert book.lines() == ["hello", "/who", "/nick x"]
+    assert book.resend_after_reconnect() == [who]
+    book.observe({"type": "who", "room": "lobby", "users": []}, state)
+    book.observe({"type": "error", "code": "name_taken", "ref": 3}, state)
+    assert book.lines() == ["hello"]
+    assert not book.settled.is_set()
+    book.observe(message(4, "hello"), state)
+    assert book.lines() == []
+    assert book.settled.is_set()
+
+
 def test_backoff_starts_random_and_grows_to_a_cap() -> None:
     """The first delay is random below `initial`; later ones grow by `factor` up to `maximum`."""
     delays = Backoff(initial=1.0, minimum=1.0, factor=2.0, maximum=8.0).delays()
@@ -585,3 +613,119 @@ async def scripted_server(
     app = web.Application()
     app.router.add_get("/", handler)
     return await aiohttp_server(app), queries
+
+
+# ------------------------------------------------------------------ first meetings
+
+
+async def test_piped_input_waits_for_every_echo_and_answer_under_load(
+    chat: ChatServer, cli: StartCli, connect: Connect
+) -> None:
+    """`printf '...' | chat-client` exits 0 only after the server echoed every line
+    and answered /who, even while another client floods the room."""
+    flooder = await connect(json=True, name="flood")
+    await flooder.until_type("welcome")
+
+    async def flood() -> None:
+        for number in range(400):
+            await flooder.send_json(type="message", text=f"noise {number}")
+
+    noise = asyncio.create_task(flood())
+    client = await cli(chat.url("/"), "--name", "alice", welcome=False)
+    lines = [f"line {number}" for number in range(200)]
+    client.keyboard.type(*lines, "/who")
+    client.keyboard.close()
+    assert await client.exit_code(20) == 0
+    await noise
+    output = client.screen.getvalue()
+    echoed = [line.split("alice: ", 1)[1] for line in output.splitlines() if "alice: line" in line]
+    assert echoed == lines
+    assert re.search(r"^Users in #lobby \(2\): ", output, re.MULTILINE)
+    assert "Not confirmed" not in output
+    reader = await connect(json=True, name="reader", history=500)
+    stored = (await reader.until_type("history"))["messages"]
+    assert [m["text"] for m in stored if m["user"]["name"] == "alice"] == lines
+
+
+async def test_unanswered_lines_exit_1_and_are_named(
+    aiohttp_server: AiohttpServer, cli: StartCli
+) -> None:
+    """A server that never echoes: after --wait the client names the lines and exits 1."""
+
+    async def script(ws: web.WebSocketResponse, attempt: int) -> None:
+        await ws.send_json(welcome())
+        async for _ in ws:  # read and never answer
+            pass
+
+    server, _ = await scripted_server(aiohttp_server, script)
+    client = await cli(
+        str(server.make_url("/")).replace("http", "ws", 1), "--wait", "0.5", welcome=True
+    )
+    client.keyboard.type("first", "/who")
+    client.keyboard.close()
+    assert await client.exit_code() == 1
+    await client.screen.expect(r"^Not confirmed by the server: 2 lines \('first', '/who'\)\.$")
+
+
+async def test_reconnect_prints_one_line_per_change_and_no_empty_recovery(
+    chat: ChatServer, cli: StartCli
+) -> None:
+    """A server down for many attempts gives one 'lost' line, one 'still reconnecting'
+    line and one 'Reconnected.'; nothing missed means no 'Recovered' line."""
+    client = await cli(chat.url("/"), "--name", "alice")
+    await chat.stop()
+    await client.screen.expect(r"^Still reconnecting: connection refused; retrying\.\.\.$")
+    await asyncio.sleep(1.0)  # FAST backoff: several more refused attempts meanwhile
+    await start_on_the_same_port(chat)
+    await client.screen.expect(r"^Reconnected\.$", RECONNECT_TIMEOUT)
+    client.keyboard.type("back")
+    await client.screen.expect(rf"^{CLOCK} \[#lobby\] alice: back$")
+    output = client.screen.getvalue()
+    assert output.count("Connection lost") == 1
+    assert output.count("Still reconnecting") == 1
+    assert "Recovered" not in output
+
+
+async def start_on_the_same_port(chat: ChatServer) -> None:
+    """Restart ``chat`` on its old port. While it was down, an outgoing connection
+    of a concurrent test run may have taken that port as its source port for a
+    moment, so a refused bind is retried for a while."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECONNECT_TIMEOUT
+    while True:
+        try:
+            await chat.start()
+            return
+        except OSError:
+            await chat.stop()  # the half-started app: close its database again
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def test_banned_user_never_sees_connected(
+    chat: ChatServer, cli: StartCli, http: aiohttp.ClientSession
+) -> None:
+    """A banned name is refused with 4501 and the reason; no 'Connected' line comes first."""
+    await admin_post(http, chat, "bans", name="mallory", reason="spam")
+    client = await cli(chat.url("/"), "--name", "mallory", welcome=False)
+    assert await client.exit_code() == 2
+    await client.screen.expect(r"^Banned by an operator: permanently: spam$")
+    assert "Connected" not in client.screen.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/admin/", r"this is a web page, not a chat endpoint \(HTTP 200\)"),
+        ("/no/such/page", r"no chat endpoint at this path \(HTTP 404\)"),
+    ],
+)
+async def test_a_url_that_is_not_a_chat_endpoint_says_so(
+    chat: ChatServer, cli: StartCli, path: str, words: str
+) -> None:
+    """ws://host/admin/ or a wrong path: one clear line naming the chat socket, exit 1."""
+    client = await cli(chat.url(path), welcome=False)
+    assert await client.exit_code() == 1
+    line = await client.screen.expect(rf"^Failed to connect to .+: {words}")
+    assert line.endswith(f"the chat socket is {chat.url('/ws')}.")
