@@ -357,7 +357,9 @@
   // ------------------------------------------------------------------ forms
 
   async function submitAction(form, submitter) {
-    const url = submitter && submitter.formAction ? submitter.formAction : form.action;
+    // A button's formAction is the page's own URL when it has no formaction
+    // attribute: only a button that declares one overrides the form's action.
+    const url = submitter && submitter.hasAttribute("formaction") ? submitter.formAction : form.action;
     const body = new URLSearchParams(new FormData(form, submitter));
     let response;
     try {
