@@ -212,6 +212,7 @@ def create_api() -> web.Application:
         ("POST", "/mutes", with_body(actions.mute)),
         ("DELETE", "/mutes/{id}", on_path_id(actions.unmute, "mute_id")),
         ("POST", "/announce", with_body(actions.announce)),
+        ("POST", "/bulk", with_body(actions.bulk)),
         ("GET", "/audit", get_audit),
         ("GET", "/stats", get_stats),
         ("GET", "/rooms", get_rooms),

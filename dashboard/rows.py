@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
@@ -165,7 +166,13 @@ def connection_row(hub: Hub, conn: Connection) -> Row:
         "buffer_fill": conn.buffer_fill(),
         "buffer_limit": conn.limit,
         "node": node_of(hub, conn),
+        "muted": is_muted(hub, conn),
     }
+
+
+def is_muted(hub: Hub, conn: Connection) -> bool:
+    """Whether an active mute covers this connection's user (a lookup, not a walk)."""
+    return hub.moderation.mute_reason(conn.user.id, conn.name) is not None
 
 
 def room_rows(hub: Hub, rates: Mapping[str, float], limit: int = 20) -> list[Row]:
@@ -209,6 +216,20 @@ def server_stats(hub: Hub, in_rate: float, out_rate: float, node: str) -> Row:
         "rss_bytes": rss_bytes(),
         "node": node,
     }
+
+
+def page_url(query: ConnectionQuery, page: int) -> str:
+    """The dashboard's URL for ``query`` on ``page`` (links that work without script)."""
+    params = {
+        "q": query.q,
+        "name": query.name,
+        "room": query.room,
+        "address": query.address,
+        "sort": query.sort if query.sort != "id" else "",
+        "per_page": str(query.per_page) if query.per_page != DEFAULT_PER_PAGE else "",
+        "page": str(page),
+    }
+    return "/admin/?" + urlencode({key: value for key, value in params.items() if value})
 
 
 def _text(value: object) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from yarl import URL
 
 from chatserver import __version__
 from chatserver.errors import CommandError
@@ -37,12 +38,15 @@ from .auth import (
 )
 from .keys import LIMITER, LIVE, MODERATION, SESSIONS
 from .live import AUDIT_SHOWN, serve_viewer
-from .rows import SORTS, ConnectionQuery, connection_row, room_rows, select
+from .rows import SORTS, ConnectionQuery, connection_row, page_url, room_rows, select
 
 log = logging.getLogger(__name__)
 
 LOGIN_URL = "/admin/login"
 HOME_URL = "/admin/"
+# The one-click buttons on each connection row: action, label, and the duration
+# a form posts without script (with script a dialog asks, with these defaults).
+ROW_OPS = (("kick", "Kick", ""), ("mute", "Mute", "10m"), ("ban", "Ban", "1h"))
 
 
 def current_session(request: web.Request) -> AdminSession | None:
@@ -193,6 +197,9 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
         "mutes": moderation.active_mutes(),
         "audit": list(reversed(moderation.recent_audit))[:AUDIT_SHOWN],
         "sorts": ["id", *SORTS],
+        "row_ops": ROW_OPS,
+        "prev_url": page_url(query, max(1, selection.page - 1)),
+        "next_url": page_url(query, min(selection.pages, selection.page + 1)),
     }
     return aiohttp_jinja2.render_template("dashboard.html", request, context)
 
@@ -224,8 +231,10 @@ async def action(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="no such action\n")
     form = await request.post()
     fields: dict[str, object] = {
-        k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"
+        k: v for k, v in form.items() if isinstance(v, str) and k not in {"csrf", "conn_ids"}
     }
+    # The bulk form's ticked rows: one field per row (a dict would keep only one).
+    fields["conn_ids"] = [v for v in form.getall("conn_ids", []) if isinstance(v, str)]
     try:
         config, actor = request.config_dict, f"dashboard@{address_of(request)}"
         outcome = await handler(config[HUB], config[MODERATION], fields, actor)
@@ -233,11 +242,22 @@ async def action(request: web.Request) -> web.StreamResponse:
         if _wants_json(request):
             return error_response(actions.status_of(exc), exc.code, exc.message)
         session.flash = f"Error: {exc.message}"
-        raise web.HTTPSeeOther(HOME_URL) from None
+        raise web.HTTPSeeOther(_back(request)) from None
     if _wants_json(request):
         return outcome_response(outcome)
     session.flash = outcome.message
-    raise web.HTTPSeeOther(HOME_URL)
+    raise web.HTTPSeeOther(_back(request))
+
+
+def _back(request: web.Request) -> str:
+    """Where a form without script returns: the dashboard view it was sent from
+    (its filter and page), if the Referer is one of our pages, else the dashboard."""
+    referer = URL(request.headers.get("Referer", ""))
+    if referer.host != request.url.host or referer.port != request.url.port:
+        return HOME_URL
+    if not referer.path.startswith(HOME_URL) or referer.path.startswith(LOGIN_URL):
+        return HOME_URL
+    return str(referer.relative())
 
 
 # --------------------------------------------------------------------------- wiring

@@ -14,8 +14,15 @@
 
   const CONN_FIELDS = [
     "id", "name", "user_id", "rooms", "address", "dialect", "connected_at",
-    "last_activity", "messages_in", "messages_out", "bytes_out", "buffer_fill", "node",
+    "last_activity", "messages_in", "messages_out", "bytes_out", "buffer_fill", "node", "muted",
   ];
+  // The one-click buttons of each row: action, label, duration posted without the dialog.
+  const ROW_OPS = [["kick", "Kick", ""], ["mute", "Mute", "10m"], ["ban", "Ban", "1h"]];
+  const dialog = $("#act-dialog");
+  const dialogForm = $("#dialog-form");
+  const bulkForm = $("#bulk-form");
+  const pickAll = $("#pick-all");
+  let pendingAct = null; // what the open dialog will do on Enter / Confirm
   const ROOM_FIELDS = ["name", "members", "messages", "rate"];
   const NUMERIC = new Set([
     "messages_in", "messages_out", "bytes_out", "buffer_fill", "members", "messages", "rate",
@@ -68,6 +75,7 @@
       case "last_activity": return clock(value);
       case "bytes_out":
       case "buffer_fill": return bytes(value);
+      case "muted": return value ? "muted" : "";
       default: return String(value);
     }
   }
@@ -87,21 +95,52 @@
       td.dataset.f = field;
       if (NUMERIC.has(field)) td.classList.add("num");
       if (field === "name") td.classList.add("name");
-      td.textContent = formatCell(field, row[field]);
+      if (field === "name" && key === "name") {
+        // A room's name links to the connections in it (a plain link without script).
+        const link = document.createElement("a");
+        link.href = `/admin/?room=${encodeURIComponent(row.name)}`;
+        link.className = "room-link";
+        link.textContent = row.name;
+        td.appendChild(link);
+      } else {
+        td.textContent = formatCell(field, row[field]);
+      }
       tr.appendChild(td);
     }
     return tr;
   }
 
+  function rowForm(op, label, duration, id) {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = `/admin/action/${op}`;
+    form.className = "row-act";
+    form.dataset.op = op;
+    form.append(hiddenInput("csrf", csrf), hiddenInput("conn_id", id));
+    if (duration) form.append(hiddenInput("duration", duration));
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.className = op;
+    button.textContent = label;
+    form.appendChild(button);
+    return form;
+  }
+
   function makeConnRow(row) {
     const tr = makeRow(CONN_FIELDS, row, "id");
+    const pickCell = document.createElement("td");
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.className = "pick";
+    pick.name = "conn_ids";
+    pick.value = String(row.id);
+    pick.setAttribute("form", "bulk-form");
+    pick.setAttribute("aria-label", `select connection ${row.id}`);
+    pickCell.appendChild(pick);
+    tr.prepend(pickCell);
     const td = document.createElement("td");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "select";
-    button.dataset.conn = String(row.id);
-    button.textContent = "Select";
-    td.appendChild(button);
+    td.className = "row-actions";
+    for (const [op, label, duration] of ROW_OPS) td.appendChild(rowForm(op, label, duration, row.id));
     tr.appendChild(td);
     markBuffer(tr, row);
     return tr;
@@ -110,6 +149,7 @@
   function markBuffer(tr, row) {
     const limit = row.buffer_limit || 0;
     tr.classList.toggle("warn", limit > 0 && row.buffer_fill > limit / 2);
+    tr.classList.toggle("muted", Boolean(row.muted));
   }
 
   // Apply one diff message ({reset, rows} | {add, remove, update}, order) to a table.
@@ -138,8 +178,8 @@
       if (!entry) continue;
       for (const [field, value] of Object.entries(change)) {
         entry.row[field] = value;
-        const index = fields.indexOf(field);
-        if (index >= 0) entry.tr.cells[index].textContent = formatCell(field, value);
+        const cell = fields.includes(field) ? entry.tr.querySelector(`td[data-f="${field}"]`) : null;
+        if (cell) cell.textContent = formatCell(field, value);
       }
       if (body === connBody) markBuffer(entry.tr, entry.row);
     }
@@ -159,6 +199,7 @@
         `${position.total} total, page ${position.page} of ${position.pages}`;
       filterForm.elements.page.value = String(position.page);
     }
+    if (message.reset) pickAll.checked = false;
     document.body.dataset.live = "1";
   }
 
@@ -356,11 +397,8 @@
 
   // ------------------------------------------------------------------ forms
 
-  async function submitAction(form, submitter) {
-    // A button's formAction is the page's own URL when it has no formaction
-    // attribute: only a button that declares one overrides the form's action.
-    const url = submitter && submitter.hasAttribute("formaction") ? submitter.formAction : form.action;
-    const body = new URLSearchParams(new FormData(form, submitter));
+  // POST a form (or a dialog's fields) as the page's script: JSON back, a status line.
+  async function post(url, body, form) {
     let response;
     try {
       response = await fetch(url, {
@@ -378,9 +416,93 @@
       return;
     }
     const data = await response.json().catch(() => ({}));
-    if (response.ok) say(data.message || "Done.", false);
-    else say(`Error: ${(data.error && data.error.message) || response.statusText}`, true);
+    if (response.ok) {
+      say(data.message || "Done.", false);
+      if (form) form.reset(); // the next action starts from the defaults, not the last target
+    } else {
+      say(`Error: ${(data.error && data.error.message) || response.statusText}`, true);
+    }
   }
+
+  function submitAction(form, submitter) {
+    // A button's formAction is the page's own URL when it has no formaction
+    // attribute: only a button that declares one overrides the form's action.
+    const url = submitter && submitter.hasAttribute("formaction") ? submitter.formAction : form.action;
+    const body = new URLSearchParams(new FormData(form, submitter));
+    post(url, body, form.classList.contains("action") ? form : null);
+  }
+
+  const VERBS = { kick: "Kick", mute: "Mute", ban: "Ban" };
+
+  // Open the reason/duration dialog for a row's button or for the bulk form.
+  function openDialog(act) {
+    pendingAct = act;
+    $("#dialog-title").textContent = act.title;
+    $("#dialog-target").textContent = act.target;
+    $("#dialog-reason").value = act.reason || "";
+    $("#dialog-duration").value = act.duration || (act.op === "mute" ? "10m" : "1h");
+    $("#dialog-by").value = act.by || "name";
+    $("#dialog-duration-label").hidden = act.op === "kick";
+    $("#dialog-by-label").hidden = act.op !== "ban";
+    dialog.showModal();
+    $("#dialog-reason").focus();
+  }
+
+  function rowAct(form) {
+    const op = form.dataset.op;
+    const id = Number(form.elements.conn_id.value);
+    const entry = connRows.get(id);
+    const who = entry ? `${entry.row.name} (connection ${id}, ${entry.row.address})` : `connection ${id}`;
+    openDialog({ op, title: `${VERBS[op]} ${entry ? entry.row.name : id}?`, target: who, url: form.action, ids: [id] });
+  }
+
+  function bulkAct(submitter) {
+    const op = submitter ? submitter.value : "kick";
+    const ids = [...document.querySelectorAll('input.pick[form="bulk-form"]:checked')].map((box) => Number(box.value));
+    if (!ids.length) {
+      say("Select at least one row first.", true);
+      return;
+    }
+    openDialog({
+      op,
+      title: `${VERBS[op]} ${ids.length} connection(s)?`,
+      target: `connections ${ids.join(", ")}`,
+      url: "/admin/action/bulk",
+      ids,
+      bulk: true,
+      reason: bulkForm.elements.reason.value,
+      duration: bulkForm.elements.duration.value,
+      by: bulkForm.elements.by.value,
+    });
+  }
+
+  function confirmDialog() {
+    const act = pendingAct;
+    pendingAct = null;
+    dialog.close();
+    if (!act) return;
+    const body = new URLSearchParams();
+    body.set("csrf", csrf);
+    body.set("reason", $("#dialog-reason").value);
+    if (act.op !== "kick") body.set("duration", $("#dialog-duration").value);
+    if (act.op === "ban") body.set("by", $("#dialog-by").value);
+    if (act.bulk) {
+      body.set("op", act.op);
+      for (const id of act.ids) body.append("conn_ids", String(id));
+    } else {
+      body.set("conn_id", String(act.ids[0]));
+    }
+    post(act.url, body, act.bulk ? bulkForm : null);
+  }
+
+  dialogForm.addEventListener("submit", (event) => {
+    event.preventDefault(); // Enter in a field or Confirm
+    confirmDialog();
+  });
+  $("#dialog-cancel").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => {
+    pendingAct = null; // Escape or Cancel: nothing happens
+  });
 
   document.addEventListener("submit", (event) => {
     const form = event.target;
@@ -388,10 +510,32 @@
       event.preventDefault();
       filterForm.elements.page.value = "1";
       sendView();
+    } else if (form === dialogForm) {
+      return;
+    } else if (form.classList.contains("row-act")) {
+      event.preventDefault();
+      rowAct(form);
+    } else if (form === bulkForm) {
+      event.preventDefault();
+      bulkAct(event.submitter);
     } else if (form.classList.contains("action") || form.classList.contains("inline")) {
       event.preventDefault();
       submitAction(form, event.submitter);
     }
+  });
+
+  pickAll.addEventListener("change", () => {
+    for (const box of connBody.querySelectorAll("input.pick")) box.checked = pickAll.checked;
+  });
+
+  roomBody.addEventListener("click", (event) => {
+    const link = event.target.closest("a.room-link");
+    if (!link) return;
+    event.preventDefault();
+    for (const key of ["q", "name", "address"]) filterForm.elements[key].value = "";
+    filterForm.elements.room.value = link.textContent;
+    filterForm.elements.page.value = "1";
+    sendView();
   });
 
   let filterTimer = null;
@@ -408,21 +552,14 @@
     filterForm.elements.page.value = String(page);
     sendView();
   }
-  $("#prev-page").addEventListener("click", () => turnPage(-1));
-  $("#next-page").addEventListener("click", () => turnPage(1));
-
-  connBody.addEventListener("click", (event) => {
-    const button = event.target.closest("button.select");
-    if (!button) return;
-    const id = Number(button.dataset.conn);
-    const entry = connRows.get(id);
-    $("#act-conn").value = String(id);
-    $("#act-target").textContent = entry
-      ? `${entry.row.name} (${entry.row.address}, user ${entry.row.user_id})`
-      : `connection ${id}`;
-    for (const tr of connBody.querySelectorAll("tr.selected")) tr.classList.remove("selected");
-    button.closest("tr").classList.add("selected");
-    $("#act-reason").focus();
+  // Links that page without script; with it, the push channel turns the page.
+  $("#prev-page").addEventListener("click", (event) => {
+    event.preventDefault();
+    turnPage(-1);
+  });
+  $("#next-page").addEventListener("click", (event) => {
+    event.preventDefault();
+    turnPage(1);
   });
 
   // Rows rendered by the server become live rows once the channel resets the table.
