@@ -105,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("stats", "server stats: connections, rooms, rates, memory")
     command("rooms", "the largest rooms and their message rates")
+    command("whoami", "the operator this token belongs to, and its role")
+    command("operators", "the declared operators and their roles (admin only)")
+
+    sub = commands.add_parser(
+        "hash-token",
+        help="make an operator token and the token_hash for the config file (no server)",
+        description="Print a new random operator token and its token_hash for [[operators]]. "
+        "With --stdin, hash a token you chose instead (scrypt, as for a password).",
+    )
+    sub.add_argument("--stdin", action="store_true", help="read the token from standard input")
     return parser
 
 
@@ -153,7 +163,7 @@ def plan(args: argparse.Namespace) -> Call:
         if args.before is not None:
             query["before"] = str(args.before)
         return Call("GET", "audit", query)
-    return Call("GET", command)  # bans, mutes, stats, rooms
+    return Call("GET", command)  # bans, mutes, stats, rooms, whoami, operators
 
 
 def _fields(args: argparse.Namespace, *names: str) -> Json:
@@ -290,12 +300,19 @@ def show(command: str, data: Json, out: TextIO) -> None:
         "audit": lambda: table(data["entries"], AUDIT_COLUMNS, out),
         "rooms": lambda: table(data["rooms"], ROOM_COLUMNS, out),
         "stats": lambda: _show_stats(data, out),
+        "whoami": lambda: _show_whoami(data, out),
+        "operators": lambda: table(data["operators"], [("name", "NAME"), ("role", "ROLE")], out),
     }
     printer = printers.get(command)
     if printer is not None:
         printer()
     else:
         out.write(clean(data.get("message", "done")) + "\n")
+
+
+def _show_whoami(data: Json, out: TextIO) -> None:
+    operator = data["operator"]
+    out.write(f"{clean(operator['name'])} ({clean(operator['role'])})\n")
 
 
 def _show_connections(data: Json, out: TextIO) -> None:
@@ -326,9 +343,29 @@ def _show_stats(data: Json, out: TextIO) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def hash_token_command(from_stdin: bool, stdin: TextIO, out: TextIO) -> int:
+    """Print a token and its hash (or only the hash of a token read from stdin)."""
+    from dashboard.roles import hash_token, new_token
+
+    if from_stdin:
+        token = stdin.readline().strip()
+        if len(token) < 12:
+            print("chatserver admin: a chosen token needs at least 12 characters", file=sys.stderr)
+            return 2
+        out.write(f'token_hash = "{hash_token(token, slow=True)}"\n')
+        return 0
+    token = new_token()
+    out.write(f"token = {token}\n")
+    out.write(f'token_hash = "{hash_token(token, slow=False)}"\n')
+    out.write("# Give the token to the operator; put only token_hash in [[operators]].\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "hash-token":
+        return hash_token_command(args.stdin, sys.stdin, sys.stdout)
     url = args.url or os.environ.get("CHAT_ADMIN_URL") or DEFAULT_URL
     token = args.token or os.environ.get("CHAT_ADMIN_TOKEN", "")
     if not token:

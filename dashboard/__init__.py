@@ -16,13 +16,14 @@ import jinja2
 from aiohttp import WSCloseCode, web
 
 import chatserver
-from chatserver.keys import HUB, STORE
+from chatserver.keys import HUB, SETTINGS, STORE
 from chatserver.moderation import Moderation
 
 from .api import create_api
 from .auth import AttemptLimiter, SessionStore
-from .keys import LIMITER, LIVE, MODERATION, SESSIONS
+from .keys import LIMITER, LIVE, MODERATION, OPERATORS, SESSIONS
 from .live import LiveHub
+from .roles import Operators
 from .views import add_routes, dashboard_headers, jinja_filters
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -38,6 +39,8 @@ def setup_dashboard(app: web.Application) -> None:
     app[MODERATION] = moderation
     app[SESSIONS] = sessions
     app[LIMITER] = AttemptLimiter()
+    settings = app[SETTINGS]
+    app[OPERATORS] = Operators.from_specs(settings.operators, settings.admin_token)
     app[LIVE] = LiveHub(hub, moderation, sessions)
 
     admin = web.Application()

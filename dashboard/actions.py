@@ -227,4 +227,4 @@ BY_NAME: dict[str, Action] = {
 
 
 def status_of(error: CommandError) -> int:
-    return 404 if error.code == "not_found" else 400
+    return {"not_found": 404, "forbidden": 403}.get(error.code, 400)

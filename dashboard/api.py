@@ -24,13 +24,15 @@ from chatserver.protocol import parse_uint
 from chatserver.ws import client_address
 
 from . import actions
-from .auth import bearer_token, token_matches
-from .keys import LIMITER, LIVE, MODERATION
+from .auth import Operator, bearer_token
+from .keys import LIMITER, LIVE, MODERATION, OPERATORS
+from .roles import authorize
 from .rows import ConnectionQuery, connection_row, room_rows, select
 
 log = logging.getLogger(__name__)
 
 MAX_AUDIT_LIMIT = 500
+OPERATOR = web.RequestKey("admin_operator", Operator)  # who this API request is
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -59,11 +61,13 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
         response = error_response(429, "too_many_attempts", "too many failed attempts; wait")
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    if not token_matches(bearer_token(request), request.config_dict[SETTINGS].admin_token):
+    operator = request.config_dict[OPERATORS].authenticate(bearer_token(request))
+    if operator is None:
         limiter.hit(address)
         return error_response(
             401, "unauthorized", "a valid 'Authorization: Bearer TOKEN' is needed"
         )
+    request[OPERATOR] = operator
     try:
         answer = await handler(request)
     except CommandError as exc:
@@ -76,7 +80,8 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
 
 
 def actor(request: web.Request) -> str:
-    return f"api@{client_address(request, request.config_dict[SETTINGS])}"
+    """The audit log's name for this request's operator."""
+    return request[OPERATOR].actor("api", client_address(request, request.config_dict[SETTINGS]))
 
 
 async def json_body(request: web.Request) -> dict[str, object]:
@@ -150,6 +155,19 @@ async def get_mutes(request: web.Request) -> web.Response:
     return web.json_response({"mutes": [mute.as_dict() for mute in moderation.active_mutes()]})
 
 
+async def get_whoami(request: web.Request) -> web.Response:
+    return web.json_response({"operator": request[OPERATOR].as_dict()})
+
+
+async def get_operators(request: web.Request) -> web.Response:
+    operator = request[OPERATOR]
+    if not operator.may("admin"):
+        raise CommandError(
+            "forbidden", f"{operator.name} is a {operator.role}; listing operators needs admin"
+        )
+    return web.json_response({"operators": request.config_dict[OPERATORS].listing()})
+
+
 async def get_audit(request: web.Request) -> web.Response:
     moderation = request.config_dict[MODERATION]
     limit = parse_uint(request.query.get("limit", "100"))
@@ -168,6 +186,8 @@ async def get_audit(request: web.Request) -> web.Response:
 
 async def act(request: web.Request, action: actions.Action, fields: actions.Fields) -> web.Response:
     config = request.config_dict
+    name = next(key for key, value in actions.BY_NAME.items() if value is action)
+    authorize(request[OPERATOR], name, fields, config[MODERATION])
     outcome = await action(config[HUB], config[MODERATION], fields, actor(request))
     return outcome_response(outcome)
 
@@ -216,6 +236,8 @@ def create_api() -> web.Application:
         ("GET", "/audit", get_audit),
         ("GET", "/stats", get_stats),
         ("GET", "/rooms", get_rooms),
+        ("GET", "/whoami", get_whoami),
+        ("GET", "/operators", get_operators),
         # Last: unknown paths (and known paths with another method) get a JSON 404,
         # after authentication like everything else.
         ("*", "/{tail:.*}", unknown_route),

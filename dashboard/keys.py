@@ -9,8 +9,10 @@ from chatserver.moderation import Moderation
 
 from .auth import AttemptLimiter, SessionStore
 from .live import LiveHub
+from .roles import Operators
 
 MODERATION = web.AppKey("moderation", Moderation)
 SESSIONS = web.AppKey("admin_sessions", SessionStore)
 LIMITER = web.AppKey("admin_attempt_limiter", AttemptLimiter)
 LIVE = web.AppKey("admin_live", LiveHub)
+OPERATORS = web.AppKey("admin_operators", Operators)

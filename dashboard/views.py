@@ -36,8 +36,9 @@ from .auth import (
     same_origin,
     token_matches,
 )
-from .keys import LIMITER, LIVE, MODERATION, SESSIONS
+from .keys import LIMITER, LIVE, MODERATION, OPERATORS, SESSIONS
 from .live import AUDIT_SHOWN, serve_viewer
+from .roles import authorize, may_lift
 from .rows import SORTS, ConnectionQuery, connection_row, page_url, room_rows, select
 
 log = logging.getLogger(__name__)
@@ -124,14 +125,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not isinstance(nonce, str) or not cookie or not token_matches(nonce, cookie):
         return _login_form(request, 403, "The form has expired; please log in again.")
     token = form.get("token")
-    if not isinstance(token, str) or not token_matches(
-        token, request.config_dict[SETTINGS].admin_token
-    ):
+    operator = (
+        request.config_dict[OPERATORS].authenticate(token) if isinstance(token, str) else None
+    )
+    if operator is None:
         limiter.hit(address)
         log.warning("failed dashboard login from %s", address)
-        return _login_form(request, 401, "Wrong admin token.")
-    session = request.config_dict[SESSIONS].create(address)
-    await request.config_dict[MODERATION].record(f"dashboard@{address}", "login", "dashboard")
+        return _login_form(request, 401, "Wrong operator token.")
+    session = request.config_dict[SESSIONS].create(address, operator)
+    await request.config_dict[MODERATION].record(
+        operator.actor("dashboard", address), "login", "dashboard"
+    )
     response = _redirect(HOME_URL)
     _set_cookie(request, response, SESSION_COOKIE, session.sid)
     response.del_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
@@ -148,7 +152,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     request.config_dict[SESSIONS].drop(session.sid)
     await request.config_dict[LIVE].end_session(session)
     await request.config_dict[MODERATION].record(
-        f"dashboard@{address_of(request)}", "logout", "dashboard"
+        session.operator.actor("dashboard", address_of(request)), "logout", "dashboard"
     )
     response = _redirect(LOGIN_URL)
     response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
@@ -197,7 +201,10 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
         "mutes": moderation.active_mutes(),
         "audit": list(reversed(moderation.recent_audit))[:AUDIT_SHOWN],
         "sorts": ["id", *SORTS],
-        "row_ops": ROW_OPS,
+        "row_ops": ROW_OPS if session.operator.may("moderator") else (),
+        "operator": session.operator,
+        "can_act": session.operator.may("moderator"),
+        "can_lift": lambda ban: may_lift(session.operator, ban.actor),
         "prev_url": page_url(query, max(1, selection.page - 1)),
         "next_url": page_url(query, min(selection.pages, selection.page + 1)),
     }
@@ -236,7 +243,9 @@ async def action(request: web.Request) -> web.StreamResponse:
     # The bulk form's ticked rows: one field per row (a dict would keep only one).
     fields["conn_ids"] = [v for v in form.getall("conn_ids", []) if isinstance(v, str)]
     try:
-        config, actor = request.config_dict, f"dashboard@{address_of(request)}"
+        config, operator = request.config_dict, session.operator
+        authorize(operator, request.match_info["name"], fields, config[MODERATION])
+        actor = operator.actor("dashboard", address_of(request))
         outcome = await handler(config[HUB], config[MODERATION], fields, actor)
     except CommandError as exc:
         if _wants_json(request):

@@ -387,7 +387,7 @@ async def test_audit_log_records_every_action(client: Client) -> None:
     actions = [entry["action"] for entry in entries]
     assert actions == ["announce", "unmute", "mute", "unban", "ban", "kick"]
     kick = entries[-1]
-    assert kick["actor"] == "api@127.0.0.1"
+    assert kick["actor"] == "admin via api@127.0.0.1"
     assert "target" in kick["target"]
     assert kick["reason"] == "k"
     assert all(entry["ts"] > 0 and entry["time"].endswith("UTC") for entry in entries)

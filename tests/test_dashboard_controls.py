@@ -14,10 +14,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, expect
+from pytest_aiohttp import AiohttpServer
 
+from chatserver.app import create_app
 from tests import test_browser
-from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, JSON, Peer
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, JSON, Peer, make_settings
 from tests.test_browser import WAIT_MS, base_url, new_page
+from tests.test_roles import MOD_TOKEN, OTHER_MOD_TOKEN, VIEWER_TOKEN, operator_specs
 
 # The same fixtures as the other browser tests (a Chromium, a server with the admin token).
 browser = test_browser.browser
@@ -259,3 +262,47 @@ async def test_every_dashboard_control_works(
     await page.goto(base_url(server) + "/admin/")
     assert page.url.endswith("/admin/login")
     await context.close()
+
+
+async def test_dashboard_hides_what_the_role_cannot_do(
+    browser: Browser, aiohttp_server: AiohttpServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A viewer's live rows have no buttons; a moderator sees Lift only on its own bans."""
+    settings = make_settings(tmp_path, operators=operator_specs())
+    site = await aiohttp_server(create_app(settings))
+    peer = await joined(http, site, "alice", "lobby")
+    await api_as(http, site, OTHER_MOD_TOKEN, "bans", {"name": "theirs"})
+    for token, role in ((VIEWER_TOKEN, "viewer"), (MOD_TOKEN, "moderator")):
+        page = await new_page(browser, [])
+        await page.goto(base_url(site) + "/admin/")
+        await page.fill("#token", token)
+        await page.click("form button[type=submit]")
+        await page.wait_for_selector('body[data-live="1"]')
+        await expect(page.locator("#whoami")).to_contain_text(f"({role})")
+        await expect(page.locator("#conns tbody tr")).to_have_count(1)
+        buttons = page.locator("#conns tbody tr button")
+        if role == "viewer":
+            await expect(buttons).to_have_count(0)
+            assert await page.locator("#bulk-form, .bans form.action, .announce form").count() == 0
+            await expect(page.locator("#bans tbody tr button")).to_have_count(0)
+        else:
+            await expect(buttons).to_have_count(3)
+            await page.fill(".bans form.action input[name=name]", "mine")
+            await page.click(".bans form.action button[type=submit]")
+            await expect(page.locator("#bans tbody tr")).to_have_count(2)
+            await expect(
+                page.locator("#bans tbody tr", has_text="mine").locator("button")
+            ).to_have_count(1)
+            await expect(
+                page.locator("#bans tbody tr", has_text="theirs").locator("button")
+            ).to_have_count(0)
+        await page.close()
+    await peer.close()
+
+
+async def api_as(
+    http: aiohttp.ClientSession, server: TestServer, token: str, path: str, body: Any
+) -> None:
+    url = base_url(server) + "/admin/api/" + path
+    async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status < 300, await resp.text()

@@ -5,6 +5,12 @@
 (() => {
   const $ = (selector, root = document) => root.querySelector(selector);
   const csrf = $('meta[name="csrf-token"]').content;
+  const me = $('meta[name="operator"]');
+  const myName = me.content;
+  const myRole = me.dataset.role;
+  const canAct = myRole === "moderator" || myRole === "admin";
+  // Mirrors dashboard/roles.py: admins lift any ban, moderators the ones they made.
+  const canLift = (actor) => myRole === "admin" || (canAct && actor.split(" via ")[0] === myName && actor.includes(" via "));
   const statusLine = $("#status");
   const liveState = $("#live-state");
   const filterForm = $("#filter");
@@ -129,6 +135,12 @@
   function makeConnRow(row) {
     const tr = makeRow(CONN_FIELDS, row, "id");
     const pickCell = document.createElement("td");
+    tr.prepend(pickCell);
+    const td = document.createElement("td");
+    td.className = "row-actions";
+    tr.appendChild(td);
+    markBuffer(tr, row);
+    if (!canAct) return tr;
     const pick = document.createElement("input");
     pick.type = "checkbox";
     pick.className = "pick";
@@ -137,12 +149,7 @@
     pick.setAttribute("form", "bulk-form");
     pick.setAttribute("aria-label", `select connection ${row.id}`);
     pickCell.appendChild(pick);
-    tr.prepend(pickCell);
-    const td = document.createElement("td");
-    td.className = "row-actions";
     for (const [op, label, duration] of ROW_OPS) td.appendChild(rowForm(op, label, duration, row.id));
-    tr.appendChild(td);
-    markBuffer(tr, row);
     return tr;
   }
 
@@ -177,6 +184,7 @@
       const entry = rows.get(change[key]);
       if (!entry) continue;
       for (const [field, value] of Object.entries(change)) {
+        if (field === key) continue; // the row's key never changes (and a room's cell is a link)
         entry.row[field] = value;
         const cell = fields.includes(field) ? entry.tr.querySelector(`td[data-f="${field}"]`) : null;
         if (cell) cell.textContent = formatCell(field, value);
@@ -199,7 +207,7 @@
         `${position.total} total, page ${position.page} of ${position.pages}`;
       filterForm.elements.page.value = String(position.page);
     }
-    if (message.reset) pickAll.checked = false;
+    if (message.reset && pickAll) pickAll.checked = false;
     document.body.dataset.live = "1";
   }
 
@@ -228,7 +236,7 @@
     return form;
   }
 
-  function fillList(selector, items, cells, action, idName, label) {
+  function fillList(selector, items, cells, action, idName, label, mayLift) {
     const body = $(`${selector} tbody`);
     body.replaceChildren();
     for (const item of items) {
@@ -240,7 +248,7 @@
         tr.appendChild(td);
       }
       const td = document.createElement("td");
-      td.appendChild(liftForm(action, idName, item.id, label));
+      if (mayLift(item)) td.appendChild(liftForm(action, idName, item.id, label));
       tr.appendChild(td);
       body.appendChild(tr);
     }
@@ -248,12 +256,12 @@
 
   function onBans(bans) {
     fillList("#bans", bans, (b) => [b.id, b.name, b.address, b.until ? utc(b.until) : "until lifted", b.reason, b.actor],
-      "/admin/action/unban", "ban_id", "Lift");
+      "/admin/action/unban", "ban_id", "Lift", (b) => canLift(b.actor));
   }
 
   function onMutes(mutes) {
     fillList("#mutes", mutes, (m) => [m.id, m.user_id, m.name, m.until ? utc(m.until) : "until lifted", m.reason, m.actor],
-      "/admin/action/unmute", "mute_id", "Unmute");
+      "/admin/action/unmute", "mute_id", "Unmute", () => canAct);
   }
 
   function auditRow(entry) {
@@ -524,7 +532,7 @@
     }
   });
 
-  pickAll.addEventListener("change", () => {
+  if (pickAll) pickAll.addEventListener("change", () => {
     for (const box of connBody.querySelectorAll("input.pick")) box.checked = pickAll.checked;
   });
 
