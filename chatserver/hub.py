@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 
@@ -96,6 +97,7 @@ class Hub:
         self.started = time.time()
         self.messages_in = 0
         self.deliveries = 0
+        self.close_codes: Counter[int] = Counter()  # chat sockets closed, by code (metrics)
         self.shutting_down = False
         self._next_conn_id = 0
         self._next_user_id = 0
@@ -291,6 +293,7 @@ class Hub:
         if conn.closed:
             return
         conn.closed = True
+        self.close_codes[code] += 1
         task = conn.closing = asyncio.create_task(self._close(conn, code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from chatserver.metrics import ChatCollector
 from chatserver.moderation import Moderation
 
 from .auth import AttemptLimiter, SessionStore
@@ -16,3 +18,5 @@ SESSIONS = web.AppKey("admin_sessions", SessionStore)
 LIMITER = web.AppKey("admin_attempt_limiter", AttemptLimiter)
 LIVE = web.AppKey("admin_live", LiveHub)
 OPERATORS = web.AppKey("admin_operators", Operators)
+METRICS = web.AppKey("metrics_collector", ChatCollector)
+REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
