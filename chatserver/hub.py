@@ -21,6 +21,7 @@ from aiohttp import WSCloseCode
 from .connection import Connection, Outbox
 from .errors import CommandError
 from .protocol import (
+    DeleteEvent,
     Event,
     JoinEvent,
     LeaveEvent,
@@ -230,6 +231,10 @@ class Hub:
         """A system message to one room or to everyone."""
         room = validate_room(room_name) if room_name else None
         self.emit(SystemEvent(text=text, room=room))
+
+    def delete(self, room_name: str, msg_id: int) -> None:
+        """Tell ``room_name``'s members (on every node) that message ``msg_id`` is gone."""
+        self.emit(DeleteEvent(room=room_name, id=msg_id))
 
     # ------------------------------------------------------------------ delivery
 

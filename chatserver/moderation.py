@@ -495,6 +495,24 @@ class Moderation:
         await self._audit(actor, "announce", f"#{room}" if room else "everyone", "", text)
         return recipients
 
+    async def delete_message(self, room: str, msg_id: int, actor: str) -> bool:
+        """Remove message ``msg_id`` of ``room`` from history and from every client's view.
+
+        False if no such message was ever sent. Without stored history there is
+        no row to remove, but clients still hide it. The audit entry's target is
+        the room and its detail the id.
+        """
+        room = validate_room(room)
+        await self.store.flush()  # a message still in the write queue is deleted too
+        removed = await self.store.delete_message(room, msg_id)
+        existed = removed or (
+            not self.store.history and 0 < msg_id <= self.hub.last_ids.get(room, 0)
+        )
+        if existed:
+            self.hub.delete(room, msg_id)
+            await self._audit(actor, "delete", f"#{room}", "", str(msg_id))
+        return existed
+
     async def record(self, actor: str, action: str, target: str, detail: str = "") -> None:
         """An audit entry for something that is not a moderation action (a login)."""
         await self._audit(actor, action, target, "", detail)

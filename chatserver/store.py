@@ -235,6 +235,12 @@ class Store:
         more = len(rows) > limit
         return [_message(room, row) for row in reversed(rows[:limit])], more
 
+    async def delete_message(self, room: str, msg_id: int) -> bool:
+        """Remove one stored message; whether a row went (history keeps the id's gap)."""
+        sql = "DELETE FROM messages WHERE room = ? AND id = ?"
+        count = await self.run(lambda db: db.execute(sql, (room, msg_id)).rowcount)
+        return bool(count)
+
     async def load_session(self, token_hash: str) -> SessionRecord | None:
         pending = self._sessions.get(token_hash)
         if pending is not None:

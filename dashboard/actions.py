@@ -175,6 +175,18 @@ async def announce(hub: Hub, moderation: Moderation, fields: Fields, actor: str)
     )
 
 
+async def delete(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    """Delete message ``id`` of ``room`` from history and from every client's view."""
+    room = text_field(fields, "room")
+    if room is None:
+        raise CommandError("bad_request", "room is required")
+    msg_id = required_id(fields, "id")
+    if not await moderation.delete_message(room, msg_id, actor):
+        raise CommandError("not_found", f"#{room.lstrip('#')} has no message {msg_id}")
+    where = room.lstrip("#")
+    return Outcome(f"Deleted message {msg_id} of #{where}.", {"room": where, "id": msg_id})
+
+
 MAX_BULK = 1000
 BULK_OPS = ("kick", "mute", "ban")
 
@@ -223,6 +235,7 @@ BY_NAME: dict[str, Action] = {
     "unmute": unmute,
     "announce": announce,
     "bulk": bulk,
+    "delete": delete,
 }
 
 

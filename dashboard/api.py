@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from chatserver.errors import CommandError
-from chatserver.keys import HUB, SETTINGS
+from chatserver.keys import HUB, SETTINGS, STORE
 from chatserver.protocol import parse_uint
 from chatserver.ws import client_address
 
@@ -27,7 +27,15 @@ from . import actions
 from .auth import Operator, bearer_token
 from .keys import LIMITER, LIVE, MODERATION, OPERATORS
 from .roles import authorize
-from .rows import ConnectionQuery, connection_row, room_rows, select
+from .rows import (
+    ROOM_MESSAGES,
+    ConnectionQuery,
+    connection_row,
+    message_row,
+    room_members,
+    room_rows,
+    select,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +153,21 @@ async def get_rooms(request: web.Request) -> web.Response:
     return web.json_response({"total": len(hub.rooms), "rooms": rows})
 
 
+async def delete_room_message(request: web.Request) -> web.Response:
+    fields = {"room": request.match_info["room"], "id": path_id(request)}
+    return await act(request, actions.delete, fields)
+
+
+async def get_room(request: web.Request) -> web.Response:
+    """One room: its members and its last 50 stored messages."""
+    hub, store = request.config_dict[HUB], request.config_dict[STORE]
+    name = request.match_info["room"]
+    members = room_members(hub, name)
+    messages, _ = await store.messages_before(name.lstrip("#"), None, ROOM_MESSAGES)
+    rows = [message_row(message) for message in messages]
+    return web.json_response({"room": name.lstrip("#"), "members": members, "messages": rows})
+
+
 async def get_bans(request: web.Request) -> web.Response:
     moderation = request.config_dict[MODERATION]
     return web.json_response({"bans": [ban.as_dict() for ban in moderation.active_bans()]})
@@ -233,6 +256,9 @@ def create_api() -> web.Application:
         ("DELETE", "/mutes/{id}", on_path_id(actions.unmute, "mute_id")),
         ("POST", "/announce", with_body(actions.announce)),
         ("POST", "/bulk", with_body(actions.bulk)),
+        ("POST", "/delete", with_body(actions.delete)),
+        ("DELETE", "/rooms/{room}/messages/{id}", delete_room_message),
+        ("GET", "/rooms/{room}", get_room),
         ("GET", "/audit", get_audit),
         ("GET", "/stats", get_stats),
         ("GET", "/rooms", get_rooms),

@@ -22,10 +22,11 @@ from urllib.parse import urlencode
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.hub import Hub, Room
-from chatserver.protocol import parse_uint
+from chatserver.protocol import MessageEvent, parse_uint
 
 HOSTNAME = socket.gethostname()
 MAX_PER_PAGE = 200
+ROOM_MESSAGES = 50  # what a room page shows of the history
 DEFAULT_PER_PAGE = 50
 MAX_FILTER_CHARS = 100
 SORTS: dict[str, Callable[[Connection], float]] = {
@@ -187,6 +188,24 @@ def room_rows(hub: Hub, rates: Mapping[str, float], limit: int = 20) -> list[Row
         }
         for room in rooms
     ]
+
+
+def room_members(hub: Hub, name: str, limit: int = MAX_PER_PAGE) -> list[Row]:
+    """The first ``limit`` members of room ``name`` (join order) as connection rows."""
+    room = hub.rooms.get(name.lstrip("#"))
+    if room is None:
+        return []
+    return [connection_row(hub, conn) for conn in itertools.islice(room.members, limit)]
+
+
+def message_row(message: MessageEvent) -> Row:
+    return {
+        "id": message.id,
+        "user_id": message.user.id,
+        "name": message.user.name,
+        "text": message.text,
+        "ts": round(message.ts, 3),
+    }
 
 
 def _room_size(room: Room) -> int:

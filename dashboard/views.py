@@ -21,7 +21,7 @@ from yarl import URL
 
 from chatserver import __version__
 from chatserver.errors import CommandError
-from chatserver.keys import HUB, SETTINGS
+from chatserver.keys import HUB, SETTINGS, STORE
 from chatserver.moderation import format_time
 from chatserver.ws import client_address
 
@@ -39,7 +39,17 @@ from .auth import (
 from .keys import LIMITER, LIVE, MODERATION, OPERATORS, SESSIONS
 from .live import AUDIT_SHOWN, serve_viewer
 from .roles import authorize, may_lift
-from .rows import SORTS, ConnectionQuery, connection_row, page_url, room_rows, select
+from .rows import (
+    ROOM_MESSAGES,
+    SORTS,
+    ConnectionQuery,
+    connection_row,
+    message_row,
+    page_url,
+    room_members,
+    room_rows,
+    select,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +221,29 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
     return aiohttp_jinja2.render_template("dashboard.html", request, context)
 
 
+async def room_page(request: web.Request) -> web.StreamResponse:
+    """One room: its members and its live message stream, with actions on both."""
+    session = current_session(request)
+    if session is None:
+        raise web.HTTPSeeOther(LOGIN_URL)
+    hub, store = request.config_dict[HUB], request.config_dict[STORE]
+    name = request.match_info["room"].lstrip("#")
+    flash, session.flash = session.flash, ""
+    messages, _ = await store.messages_before(name, None, ROOM_MESSAGES)
+    context: dict[str, Any] = {
+        "version": __version__,
+        "csrf": session.csrf,
+        "flash": flash,
+        "room": name,
+        "members": room_members(hub, name),
+        "messages": [message_row(message) for message in messages],
+        "row_ops": ROW_OPS if session.operator.may("moderator") else (),
+        "operator": session.operator,
+        "can_act": session.operator.may("moderator"),
+    }
+    return aiohttp_jinja2.render_template("room.html", request, context)
+
+
 async def live_channel(request: web.Request) -> web.StreamResponse:
     session = current_session(request)
     if session is None:
@@ -294,6 +327,7 @@ def add_routes(sub: web.Application) -> None:
     sub.router.add_post("/login", login)
     sub.router.add_post("/logout", logout, name="logout")
     sub.router.add_get("/live", live_channel, name="live")
+    sub.router.add_get("/rooms/{room}", room_page, name="room")
     sub.router.add_post("/action/{name}", action, name="action")
 
 

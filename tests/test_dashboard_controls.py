@@ -306,3 +306,40 @@ async def api_as(
     url = base_url(server) + "/admin/api/" + path
     async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
         assert resp.status < 300, await resp.text()
+
+
+@pytest.mark.parametrize("js", [True, False], ids=["javascript", "no-javascript"])
+async def test_room_page_streams_messages_and_deletes_them(
+    browser: Browser, server: TestServer, http: aiohttp.ClientSession, js: bool, tmp_path: Path
+) -> None:
+    """The room page lists members and the last messages, shows new ones live, and its
+    Delete removes a message everywhere; Kick on a speaker closes them."""
+    alice = await joined(http, server, "alice", "dev")
+    troll = await joined(http, server, "troll", "dev")
+    await troll.send_json(type="message", text="first rude line")
+    first = (await alice.until_type("message"))["id"]
+    context = await browser.new_context(java_script_enabled=js)
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    await log_in(page, server, js)
+    await page.locator("#rooms tr", has_text="dev").locator("a.room-page-link").click()
+    await page.wait_for_url("**/admin/rooms/dev")
+    await expect(page.locator("#members tbody td.name")).to_have_text(["alice", "troll"])
+    messages = page.locator("#messages tbody tr")
+    await expect(messages).to_have_count(1)
+    if js:
+        await page.wait_for_selector('body[data-live="1"]')
+        await troll.send_json(type="message", text="second rude line")
+        await expect(messages).to_have_count(2)  # arrives without a reload
+        await expect(messages.nth(1)).to_contain_text("second rude line")
+    await messages.first.locator("button.delete").click()
+    await expect(page.locator("#status")).to_contain_text(f"Deleted message {first} of #dev")
+    assert await alice.until_type("delete") == {"type": "delete", "room": "dev", "id": first}
+    await expect(page.locator("#messages tbody tr", has_text="first rude line")).to_have_count(0)
+    await page.screenshot(path=str(tmp_path / "room.png"), full_page=True)
+    await page.locator("#members tbody tr", has_text="troll").locator("button.kick").click()
+    assert (await troll.closed())[0] == 4500
+    await expect(page.locator("#status")).to_contain_text("Kicked troll")
+    if not js:
+        await expect(page.locator("#members tbody td.name")).to_have_text(["alice"])
+    await context.close()

@@ -92,7 +92,14 @@
       case "message":
         lastIds[event.room] = Math.max(lastIds[event.room] || 0, event.id);
         messageLine(event, event.room);
+        log.lastElementChild.dataset.msg = `${event.room}:${event.id}`; // for "delete"
         break;
+      case "delete": { // an operator removed a message: blank it where shown, say so
+        const shown = log.querySelector(`li[data-msg="${CSS.escape(`${event.room}:${event.id}`)}"]`);
+        if (shown) { shown.classList.add("deleted"); shown.lastElementChild.textContent = ": (removed by an operator)"; }
+        line("system", [`*** An operator removed message ${event.id}.`], event.room);
+        break;
+      }
       case "join": {
         const verb = event.reason === "join" ? `has joined #${event.room}.`
           : event.reason === "resume" ? "has reconnected." : "has connected.";

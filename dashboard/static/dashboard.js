@@ -211,8 +211,20 @@
     document.body.dataset.live = "1";
   }
 
+  function makeRoomRow(row) {
+    const tr = makeRow(ROOM_FIELDS, row, "name");
+    const td = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = `/admin/rooms/${encodeURIComponent(row.name)}`;
+    link.className = "room-page-link";
+    link.textContent = "watch";
+    td.appendChild(link);
+    tr.appendChild(td);
+    return tr;
+  }
+
   function onRooms(message) {
-    applyDiff(message, roomBody, roomRows, ROOM_FIELDS, "name", (row) => makeRow(ROOM_FIELDS, row, "name"));
+    applyDiff(message, roomBody, roomRows, ROOM_FIELDS, "name", makeRoomRow);
   }
 
   function hiddenInput(name, value) {
