@@ -109,6 +109,8 @@ async def test_dashboard_shows_a_client_live_and_kicks_it(
         await asyncio.sleep(0.7)
     await page.wait_for_selector("#conns tbody td[data-f=messages_in]:text-is('3')")
     await page.wait_for_selector("#rooms tbody td[data-f=messages]:text-is('9')")
+    await page.wait_for_selector("#chart-max:has-text('deliveries/s; peak')")
+    assert int(await page.get_attribute("#chart", "data-points") or "0") <= 300
     await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
     await row.locator("button.kick").click()

@@ -34,6 +34,7 @@
     "messages_in", "messages_out", "bytes_out", "buffer_fill", "members", "messages", "rate",
   ]);
 
+  const CHART_SECONDS = 300; // as dashboard/live.py keeps: the chart never holds more
   let socket = null;
   let retryDelay = 500;
   let started = Number($('[data-stat="uptime"]').dataset.started) || Date.now() / 1000;
@@ -306,7 +307,7 @@
     }
     if (stats.sample) {
       chart.push(stats.sample);
-      if (chart.length > 300) chart = chart.slice(-300);
+      if (chart.length > CHART_SECONDS) chart.splice(0, chart.length - CHART_SECONDS);
       drawChart();
     }
   }
@@ -315,11 +316,26 @@
     $('[data-stat="uptime"]').textContent = duration(Date.now() / 1000 - started);
   }
 
+  // A round scale top (1, 2, 5 x 10^n) at or above ``value``.
+  function niceMax(value) {
+    const power = 10 ** Math.floor(Math.log10(Math.max(value, 1)));
+    for (const step of [1, 2, 5, 10]) if (step * power >= value) return step * power;
+    return 10 * power;
+  }
+
+  function shortNumber(value) {
+    if (value >= 1e6) return `${(value / 1e6).toFixed(value >= 1e7 ? 0 : 1)}M`;
+    if (value >= 1e3) return `${(value / 1e3).toFixed(value >= 1e4 ? 0 : 1)}k`;
+    return Number.isInteger(value) ? String(value) : value.toFixed(1);
+  }
+
+  // The last CHART_SECONDS of [ts, in/s, out/s] on a UTC time axis, values on the left.
+  // ``chart`` is capped, so a tab left open for hours draws the same bounded data.
   function drawChart() {
     const ratio = window.devicePixelRatio || 1;
     const width = canvas.clientWidth || 900;
     const height = canvas.clientHeight || 160;
-    if (canvas.width !== Math.round(width * ratio)) {
+    if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
       canvas.width = Math.round(width * ratio);
       canvas.height = Math.round(height * ratio);
     }
@@ -327,31 +343,61 @@
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
     const now = chart.length ? chart[chart.length - 1][0] : Date.now() / 1000;
-    const span = 300;
-    let max = 1;
-    for (const [, inRate, outRate] of chart) max = Math.max(max, inRate, outRate);
-    const pad = 4;
-    const x = (ts) => pad + ((ts - (now - span)) / span) * (width - 2 * pad);
-    const y = (value) => height - pad - (value / max) * (height - 2 * pad);
-    ctx.strokeStyle = "#ddd";
+    const span = CHART_SECONDS;
+    let peak = 1;
+    for (const [, inRate, outRate] of chart) peak = Math.max(peak, inRate, outRate);
+    const max = niceMax(peak);
+    const left = 44;
+    const right = 8;
+    const top = 8;
+    const bottom = 20;
+    const plotW = width - left - right;
+    const plotH = height - top - bottom;
+    const x = (ts) => left + ((ts - (now - span)) / span) * plotW;
+    const y = (value) => top + plotH - (value / max) * plotH;
+    ctx.font = "11px system-ui, sans-serif";
     ctx.lineWidth = 1;
-    for (let i = 1; i < 4; i += 1) {
+    ctx.fillStyle = "#656d76";
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    const steps = String(max).startsWith("2") ? 4 : 5; // round values on every line
+    for (let i = 0; i <= steps; i += 1) {
+      const value = (max * i) / steps;
+      ctx.strokeStyle = i === 0 ? "#999" : "#e4e4e4";
       ctx.beginPath();
-      ctx.moveTo(0, (height * i) / 4);
-      ctx.lineTo(width, (height * i) / 4);
+      ctx.moveTo(left, y(value));
+      ctx.lineTo(width - right, y(value));
       ctx.stroke();
+      ctx.fillText(`${shortNumber(value)}/s`, left - 4, y(value));
+    }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    const firstTick = Math.ceil((now - span) / 60) * 60;
+    for (let tick = firstTick; tick <= now; tick += 60) {
+      ctx.strokeStyle = "#e4e4e4";
+      ctx.beginPath();
+      ctx.moveTo(x(tick), top);
+      ctx.lineTo(x(tick), top + plotH);
+      ctx.stroke();
+      ctx.fillText(clock(tick).slice(0, 5), x(tick), top + plotH + 4);
     }
     for (const [index, colour] of [[1, "#2563eb"], [2, "#ea580c"]]) {
       ctx.strokeStyle = colour;
       ctx.lineWidth = 2;
       ctx.beginPath();
-      chart.forEach((point, i) => {
-        if (i === 0) ctx.moveTo(x(point[0]), y(point[index]));
+      let started = false;
+      for (const point of chart) {
+        if (point[0] < now - span) continue;
+        if (!started) ctx.moveTo(x(point[0]), y(point[index]));
         else ctx.lineTo(x(point[0]), y(point[index]));
-      });
+        started = true;
+      }
       ctx.stroke();
     }
-    $("#chart-max").textContent = `scale: 0 to ${max.toFixed(0)}/s`;
+    canvas.dataset.points = String(chart.length);
+    const last = chart.length ? chart[chart.length - 1] : [now, 0, 0];
+    $("#chart-max").textContent =
+      `now: ${last[1]} in/s, ${last[2]} deliveries/s; peak ${shortNumber(peak)}/s (UTC time axis)`;
   }
 
   // ------------------------------------------------------------------ the push channel
@@ -387,7 +433,7 @@
       switch (message.type) {
         case "init":
           onStats(message.stats);
-          chart = message.chart;
+          chart = message.chart.slice(-CHART_SECONDS);
           drawChart();
           onBans(message.bans);
           onMutes(message.mutes);
