@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import aiohttp
 
@@ -105,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("stats", "server stats: connections, rooms, rates, memory")
     command("rooms", "the largest rooms and their message rates")
+    sub = command("delete", "remove a message from history and from every client's view")
+    sub.add_argument("room")
+    sub.add_argument("msg_id", type=int, metavar="ID")
+
+    sub = command("bulk", "kick, mute or ban several connections at once")
+    sub.add_argument("op", choices=("kick", "mute", "ban"))
+    sub.add_argument("conn_ids", type=int, nargs="+", metavar="CONN_ID")
+    sub.add_argument("--by", choices=("name", "address", "both"), help="for ban")
+    sub.add_argument("--duration", default=None, help="for mute and ban: 30s, 10m, 2h, 1d, 1w")
+    sub.add_argument("--reason", default="")
+
     command("whoami", "the operator this token belongs to, and its role")
     command("operators", "the declared operators and their roles (admin only)")
 
@@ -158,6 +170,14 @@ def plan(args: argparse.Namespace) -> Call:
         return Call("DELETE", f"mutes/{args.mute_id}")
     if command == "announce":
         return Call("POST", "announce", body=_fields(args, "text", "room"))
+    if command == "delete":
+        return Call(
+            "DELETE", f"rooms/{quote(args.room.lstrip('#'), safe='')}/messages/{args.msg_id}"
+        )
+    if command == "bulk":
+        return Call(
+            "POST", "bulk", body=_fields(args, "op", "conn_ids", "by", "duration", "reason")
+        )
     if command == "audit":
         query = {"limit": str(args.limit)}
         if args.before is not None:
