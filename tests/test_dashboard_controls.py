@@ -114,6 +114,22 @@ async def row_act(page: Page, name: str, op: str, js: bool, reason: str = "") ->
         await expect(page.locator("#act-dialog")).to_be_hidden()
 
 
+async def bulk(page: Page, js: bool, op: str, names: list[str] | None) -> None:
+    """Tick the rows of ``names`` (None: the header box, or every box without script),
+    press the bulk button; with script, confirm the dialog with Enter."""
+    await expect(page.locator("#conns tbody input.pick:checked")).to_have_count(0)
+    if names is None and js:
+        await page.check("#pick-all")
+    for row in await page.locator("#conns tbody tr").all():
+        name = await row.locator("td[data-f=name]").text_content()
+        if (names is None and not js) or (names is not None and name in names):
+            await row.locator("input.pick").check()
+    await page.click(f"#bulk-{op}")
+    if js:
+        await expect(page.locator("#act-dialog")).to_be_visible()
+        await page.press("#dialog-reason", "Enter")
+
+
 async def filter_by(page: Page, **fields: str) -> None:
     for key, value in fields.items():
         if key == "sort":
@@ -215,23 +231,25 @@ async def test_every_dashboard_control_works(
     await expect(page.locator("#status")).to_contain_text("Announced to everyone")
     await system_line(alice, "all hands")
 
-    # Bulk: tick every row of a flood (filtered by name) and kick them at once.
+    # Bulk: mute two rows of a flood, ban one by name, then tick them all and kick.
     flood = [await joined(http, server, f"flood{i}", "lobby") for i in range(3)]
-    if js:
-        await filter_by(page, name="flood")
-        await expect(rows).to_have_count(3)
-        await page.check("#pick-all")
-    else:
-        await filter_by(page, name="flood")
-        for box in await page.locator("#conns tbody input.pick").all():
-            await box.check()
-    await page.click("#bulk-kick")
-    if js:
-        await expect(page.locator("#act-dialog")).to_be_visible()
-        await page.press("#dialog-reason", "Enter")
-    await expect(page.locator("#status")).to_contain_text("Kicked 3 connection(s)")
-    for peer in flood:
+    await filter_by(page, name="flood")
+    await expect(rows).to_have_count(3)
+    await bulk(page, js, "mute", ["flood0", "flood1"])
+    await expect(page.locator("#status")).to_contain_text("Muted 2 connection(s)")
+    assert await is_muted(flood[0])
+    assert await is_muted(flood[1])
+    assert not await is_muted(flood[2])
+    await bulk(page, js, "ban", ["flood0"])
+    await expect(page.locator("#status")).to_contain_text("Banned 1 connection(s)")
+    assert (await flood[0].closed())[0] == 4501
+    await expect(rows).to_have_count(2)
+    await bulk(page, js, "kick", None)
+    await expect(page.locator("#status")).to_contain_text("Kicked 2 connection(s)")
+    for peer in flood[1:]:
         assert (await peer.closed())[0] == 4500
+    await page.locator("#bans tbody tr", has_text="flood0").locator("button").click()
+    await expect(page.locator("#bans tbody tr")).to_have_count(0)
     await filter_by(page, name="")
     await expect(rows).to_have_count(2)
 
@@ -318,12 +336,14 @@ async def api_as(
 async def test_room_page_streams_messages_and_deletes_them(
     browser: Browser, server: TestServer, http: aiohttp.ClientSession, js: bool, tmp_path: Path
 ) -> None:
-    """The room page lists members and the last messages, shows new ones live, and its
-    Delete removes a message everywhere; Kick on a speaker closes them."""
+    """The room page lists members and the last messages, shows new ones live; Delete
+    removes a message everywhere, and Mute, Ban and Kick act on members and speakers."""
     alice = await joined(http, server, "alice", "dev")
     troll = await joined(http, server, "troll", "dev")
     await troll.send_json(type="message", text="first rude line")
     first = (await alice.until_type("message"))["id"]
+    await troll.send_json(type="message", text="another rude line")
+    await alice.until_type("message")
     context = await browser.new_context(java_script_enabled=js)
     page = await context.new_page()
     page.set_default_timeout(WAIT)
@@ -332,22 +352,28 @@ async def test_room_page_streams_messages_and_deletes_them(
     await page.wait_for_url("**/admin/rooms/dev")
     await expect(page.locator("#members tbody td.name")).to_have_text(["alice", "troll"])
     messages = page.locator("#messages tbody tr")
-    await expect(messages).to_have_count(1)
+    await expect(messages).to_have_count(2)
     if js:
         await page.wait_for_selector('body[data-live="1"]')
-        await troll.send_json(type="message", text="second rude line")
-        await expect(messages).to_have_count(2)  # arrives without a reload
-        await expect(messages.nth(1)).to_contain_text("second rude line")
+        await troll.send_json(type="message", text="third rude line")
+        await expect(messages).to_have_count(3)  # arrives without a reload
+        await expect(messages.nth(2)).to_contain_text("third rude line")
     await messages.first.locator("button.delete").click()
     await expect(page.locator("#status")).to_contain_text(f"Deleted message {first} of #dev")
     assert await alice.until_type("delete") == {"type": "delete", "room": "dev", "id": first}
     await expect(page.locator("#messages tbody tr", has_text="first rude line")).to_have_count(0)
     await page.screenshot(path=str(tmp_path / "room.png"), full_page=True)
-    await page.locator("#members tbody tr", has_text="troll").locator("button.kick").click()
-    assert (await troll.closed())[0] == 4500
-    await expect(page.locator("#status")).to_contain_text("Kicked troll")
-    if not js:
-        await expect(page.locator("#members tbody td.name")).to_have_text(["alice"])
+    await page.locator("#members tbody tr", has_text="troll").locator("button.mute").click()
+    await expect(page.locator("#status")).to_contain_text(re.compile("Muted .*troll"))
+    assert await is_muted(troll)
+    speaker = page.locator("#messages tbody tr", has_text="another rude line")
+    await speaker.locator("button.ban").click()
+    await expect(page.locator("#status")).to_contain_text(re.compile("Banned name=troll"))
+    assert (await troll.closed())[0] == 4501
+    await page.locator("#members tbody tr", has_text="alice").locator("button.kick").click()
+    await expect(page.locator("#status")).to_contain_text("Kicked alice")
+    assert (await alice.closed())[0] == 4500
+    await expect(page.locator("#members tbody tr")).to_have_count(0)
     await context.close()
 
 
