@@ -499,6 +499,11 @@ def render_event(event: Mapping[str, Any], style: Style) -> list[str]:
         return [*lines, style.paint(f"(end of history for #{room}){more}", DIM)]
     if kind == "system":
         return [_prefix(event, style) + style.paint(f"*** {_field(event, 'text')}", NOTICE)]
+    if kind == "delete":  # a terminal cannot unprint the line: say which one is gone
+        msg_id = event.get("id")
+        number = msg_id if isinstance(msg_id, int) and not isinstance(msg_id, bool) else "?"
+        removed = f"*** An operator removed message {number}."
+        return [_prefix(event, style) + style.paint(removed, NOTICE)]
     if kind == "error":
         message, code = _field(event, "message"), _field(event, "code")
         return [style.paint(f"Error: {message} ({code})", ERROR)]

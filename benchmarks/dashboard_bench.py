@@ -152,6 +152,8 @@ class Results:
     page: dict[str, float] = field(default_factory=dict)
     push: dict[str, float] = field(default_factory=dict)
     browser: dict[str, float] = field(default_factory=dict)
+    room: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 async def log_in(http: aiohttp.ClientSession, base: str) -> None:
@@ -273,6 +275,68 @@ async def measure_push(
     await ws.close()
 
 
+async def measure_room(
+    http: aiohttp.ClientSession,
+    base: str,
+    clients: list[RawChat],
+    args: argparse.Namespace,
+    results: Results,
+) -> None:
+    """The room page of room7 (1/rooms of the connections) with 50 stored messages,
+    then its push channel while the room chats ten messages a second."""
+    seconds = args.seconds
+    speakers = clients[7 % args.rooms :: args.rooms][:10]  # index % rooms == 7: in room7
+    for counter in range(5):
+        for client in speakers:
+            client.send_text(f"room bench {counter}")
+    await asyncio.sleep(1.0)
+    times, size = await timed_get(http, base + "/admin/rooms/room7", 20)
+    results.room.update(render_median_ms=statistics.median(times), render_p95_ms=p95(times))
+    results.room["page_bytes"] = size
+    ws = await http.ws_connect(base + "/admin/live", origin=base, max_msg_size=0)
+    channel = Channel(ws)
+    await ws.send_str(json.dumps({"type": "room", "room": "room7", "after": 10**9}))
+    await channel.drain_for(1.5)
+    stop = asyncio.Event()
+
+    async def talk() -> None:
+        counter = 0
+        while not stop.is_set():
+            for client in speakers:
+                client.send_text(f"room bench live {counter}")
+            counter += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    traffic = asyncio.create_task(talk())
+    await channel.drain_for(1.5)
+    busy_bytes, busy_messages = await channel.drain_for(seconds)
+    stop.set()
+    await traffic
+    results.room["push_bytes_per_s"] = busy_bytes / seconds
+    results.room["push_messages_per_s"] = busy_messages / seconds
+    results.room["room_chat_messages_per_s"] = float(len(speakers))
+    await ws.close()
+
+
+async def measure_metrics(http: aiohttp.ClientSession, base: str, results: Results) -> None:
+    """``GET /metrics``: time to answer (one walk over the connections) and size."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    times, size = [], 0
+    for _ in range(20):
+        started = time.perf_counter()
+        async with http.get(base + "/metrics", headers=headers) as response:
+            body = await response.read()
+            assert response.status == 200, response.status
+        times.append((time.perf_counter() - started) * 1000)
+        size = len(body)
+    results.metrics.update(
+        scrape_median_ms=statistics.median(times), scrape_p95_ms=p95(times), bytes=size
+    )
+    # At a 15 s scrape interval (Prometheus' usual), the bytes/s it costs.
+    results.metrics["bytes_per_s_at_15s_interval"] = size / 15
+
+
 async def measure_browser(base: str, results: Results) -> None:
     try:
         from playwright.async_api import async_playwright
@@ -337,6 +401,8 @@ async def run(args: argparse.Namespace) -> Results:
                 assert health["connections"] == args.connections, health
                 await measure_page(http, base, results)
                 await measure_push(http, base, clients, args.seconds, results)
+                await measure_room(http, base, clients, args, results)
+                await measure_metrics(http, base, results)
             if not args.no_browser:
                 await measure_browser(base, results)
     return results
@@ -347,7 +413,7 @@ def report(results: Results) -> str:
         f"connections: {results.connections} (opened in {results.connect_seconds:.1f} s; "
         f"server RSS {results.server_rss_mib:.0f} MiB)",
     ]
-    for section in ("page", "push", "browser"):
+    for section in ("page", "push", "browser", "room", "metrics"):
         for key, value in getattr(results, section).items():
             lines.append(f"{section}.{key}: {value:,.1f}")
     return "\n".join(lines)
@@ -361,7 +427,7 @@ def markdown(results: Results, command: str) -> str:
         ("time to open them", f"{results.connect_seconds:.1f} s"),
         ("server RSS with them", f"{results.server_rss_mib:.0f} MiB"),
     ]
-    for section in ("page", "push", "browser"):
+    for section in ("page", "push", "browser", "room", "metrics"):
         for key, value in getattr(results, section).items():
             rows.append((f"{section}: {key.replace('_', ' ')}", f"{value:,.1f}"))
     return (

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not settings.admin_token:
+    if not settings.admin_token and not settings.operators:
         settings = dataclasses.replace(settings, admin_token=secrets.token_urlsafe(24))
         print(f"Admin token (generated for this run): {settings.admin_token}", flush=True)
     _install_uvloop()

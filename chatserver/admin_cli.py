@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import aiohttp
 
@@ -107,6 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("stats", "server stats: connections, rooms, rates, memory")
     command("rooms", "the largest rooms and their message rates")
+    sub = command("delete", "remove a message from history and from every client's view")
+    sub.add_argument("room")
+    sub.add_argument("msg_id", type=int, metavar="ID")
+
+    sub = command("bulk", "kick, mute or ban several connections at once")
+    sub.add_argument("op", choices=("kick", "mute", "ban"))
+    sub.add_argument("conn_ids", type=int, nargs="+", metavar="CONN_ID")
+    sub.add_argument("--by", choices=("name", "address", "both"), help="for ban")
+    sub.add_argument("--duration", default=None, help="for mute and ban: 30s, 10m, 2h, 1d, 1w")
+    sub.add_argument("--reason", default="")
+
+    command("whoami", "the operator this token belongs to, and its role")
+    command("operators", "the declared operators and their roles (admin only)")
+
+    sub = commands.add_parser(
+        "hash-token",
+        help="make an operator token and the token_hash for the config file (no server)",
+        description="Print a new random operator token and its token_hash for [[operators]]. "
+        "With --stdin, hash a token you chose instead (scrypt, as for a password).",
+    )
+    sub.add_argument("--stdin", action="store_true", help="read the token from standard input")
     return parser
 
 
@@ -150,12 +172,20 @@ def plan(args: argparse.Namespace) -> Call:
         return Call("DELETE", f"mutes/{args.mute_id}")
     if command == "announce":
         return Call("POST", "announce", body=_fields(args, "text", "room"))
+    if command == "delete":
+        return Call(
+            "DELETE", f"rooms/{quote(args.room.lstrip('#'), safe='')}/messages/{args.msg_id}"
+        )
+    if command == "bulk":
+        return Call(
+            "POST", "bulk", body=_fields(args, "op", "conn_ids", "by", "duration", "reason")
+        )
     if command == "audit":
         query = {"limit": str(args.limit)}
         if args.before is not None:
             query["before"] = str(args.before)
         return Call("GET", "audit", query)
-    return Call("GET", command)  # bans, mutes, stats, rooms
+    return Call("GET", command)  # bans, mutes, stats, rooms, whoami, operators
 
 
 def _fields(args: argparse.Namespace, *names: str) -> Json:
@@ -307,12 +337,19 @@ def show(command: str, data: Json, out: TextIO) -> None:
         "audit": lambda: table(data["entries"], AUDIT_COLUMNS, out),
         "rooms": lambda: table(data["rooms"], ROOM_COLUMNS, out),
         "stats": lambda: _show_stats(data, out),
+        "whoami": lambda: _show_whoami(data, out),
+        "operators": lambda: table(data["operators"], [("name", "NAME"), ("role", "ROLE")], out),
     }
     printer = printers.get(command)
     if printer is not None:
         printer()
     else:
         out.write(clean(data.get("message", "done")) + "\n")
+
+
+def _show_whoami(data: Json, out: TextIO) -> None:
+    operator = data["operator"]
+    out.write(f"{clean(operator['name'])} ({clean(operator['role'])})\n")
 
 
 def _show_connections(data: Json, out: TextIO) -> None:
@@ -343,9 +380,29 @@ def _show_stats(data: Json, out: TextIO) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def hash_token_command(from_stdin: bool, stdin: TextIO, out: TextIO) -> int:
+    """Print a token and its hash (or only the hash of a token read from stdin)."""
+    from dashboard.roles import hash_token, new_token
+
+    if from_stdin:
+        token = stdin.readline().strip()
+        if len(token) < 12:
+            print("chatserver admin: a chosen token needs at least 12 characters", file=sys.stderr)
+            return 2
+        out.write(f'token_hash = "{hash_token(token, slow=True)}"\n')
+        return 0
+    token = new_token()
+    out.write(f"token = {token}\n")
+    out.write(f'token_hash = "{hash_token(token, slow=False)}"\n')
+    out.write("# Give the token to the operator; put only token_hash in [[operators]].\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "hash-token":
+        return hash_token_command(args.stdin, sys.stdin, sys.stdout)
     url = args.url or os.environ.get("CHAT_ADMIN_URL") or DEFAULT_URL
     token = args.token or os.environ.get("CHAT_ADMIN_TOKEN", "")
     if not token:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Literal, Protocol
 
@@ -25,6 +26,7 @@ from .directory import Directory, Member, SessionRecord
 from .errors import CommandError
 from .modstore import Ban
 from .protocol import (
+    DeleteEvent,
     Event,
     JoinEvent,
     LeaveEvent,
@@ -104,6 +106,7 @@ class Hub:
         self.started = time.time()
         self.messages_in = 0
         self.deliveries = 0
+        self.close_codes: Counter[int] = Counter()  # chat sockets closed, by code (metrics)
         self.shutting_down = False
         self._closing: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -254,6 +257,10 @@ class Hub:
         room = validate_room(room_name) if room_name else None
         self.broker.publish(SystemEvent(text=text, room=room))
 
+    def delete(self, room_name: str, msg_id: int) -> None:
+        """Tell ``room_name``'s members (on every node) that message ``msg_id`` is gone."""
+        self.broker.publish(DeleteEvent(room=room_name, id=msg_id))
+
     # ------------------------------------------------------------------ delivery
 
     def deliver(self, event: Event) -> None:
@@ -360,6 +367,7 @@ class Hub:
             return
         conn.flush()  # replies already queued go out before the close frame
         conn.closed = True
+        self.close_codes[code] += 1
         task = conn.closing = asyncio.create_task(self._close(conn, code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

@@ -455,6 +455,23 @@ class Moderation:
         self.hub.announce(text, room or None)
         return recipients
 
+    async def delete_message(self, room: str, msg_id: int, actor: str) -> bool:
+        """Remove message ``msg_id`` of ``room`` from history and from every client's view.
+
+        False if no such message was ever sent. Without stored history there is
+        no row to remove, but clients still hide it. The audit entry's target is
+        the room and its detail the id.
+        """
+        room = validate_room(room)
+        log_ = self.hub.room_log
+        existed = await log_.delete(room, msg_id)
+        if not existed and not self.hub.settings.history:
+            existed = 0 < msg_id <= (await log_.heads([room]))[room].last_id
+        if existed:
+            await self._audit(actor, "delete", f"#{room}", "", str(msg_id))
+            self.hub.delete(room, msg_id)
+        return existed
+
     async def record(self, actor: str, action: str, target: str, detail: str = "") -> None:
         """An audit entry for something that is not a moderation action (a login)."""
         await self._audit(actor, action, target, "", detail)

@@ -267,6 +267,13 @@ class SystemEvent(Event, tag="system", frozen=True):
     room: str | None = None
 
 
+class DeleteEvent(Event, tag="delete", frozen=True):
+    """An operator removed message ``id`` of ``room``: clients hide or mark it."""
+
+    room: str
+    id: int
+
+
 class Limits(msgspec.Struct, frozen=True):
     max_message_bytes: int
     rate_limit: float
@@ -378,6 +385,8 @@ def render_text(event: Event) -> str:
 def _render_direct(event: Event) -> str:
     if isinstance(event, SystemEvent):
         return f"*** {event.text}"
+    if isinstance(event, DeleteEvent):
+        return f"*** An operator removed message {event.id}."
     if isinstance(event, ErrorEvent):
         return f"Error: {event.message} ({event.code})"
     if isinstance(event, WelcomeEvent):
@@ -413,7 +422,7 @@ def _resumed_line(event: ResumedEvent) -> str:
 
 def event_room(event: Event) -> str | None:
     """The room a broadcast event belongs to (None: not room-bound)."""
-    if isinstance(event, MessageEvent | JoinEvent | LeaveEvent | SystemEvent):
+    if isinstance(event, MessageEvent | JoinEvent | LeaveEvent | SystemEvent | DeleteEvent):
         return event.room
     return None
 

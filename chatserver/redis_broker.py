@@ -24,7 +24,15 @@ from redis.exceptions import RedisError
 
 from .broker import AnyControl, Deliver, OnControl
 from .errors import Unavailable
-from .protocol import Event, JoinEvent, LeaveEvent, MessageEvent, NickEvent, SystemEvent
+from .protocol import (
+    DeleteEvent,
+    Event,
+    JoinEvent,
+    LeaveEvent,
+    MessageEvent,
+    NickEvent,
+    SystemEvent,
+)
 from .redis_link import RedisLink
 from .redis_roomlog import parse_publication
 
@@ -37,7 +45,7 @@ BACKOFF_CAP = 5.0
 FILL_LIMIT = 10_000  # messages fetched per gap fill
 FILL_TRIES = 8
 
-BrokerEvent = JoinEvent | LeaveEvent | NickEvent | SystemEvent
+BrokerEvent = JoinEvent | LeaveEvent | NickEvent | SystemEvent | DeleteEvent
 _encode = msgspec.json.Encoder().encode
 _decode_event = msgspec.json.Decoder(BrokerEvent).decode
 _decode_control = msgspec.json.Decoder(AnyControl).decode

@@ -162,6 +162,11 @@ class RedisRoomLog:
         entries = await self.link.call("read history", self.link.redis.xrange(stream, count=1))
         return _entry(entries[0]).id if entries else None
 
+    async def delete(self, room: str, msg_id: int) -> bool:
+        stream = self.link.room_key(room, "stream")
+        removed = await self.link.call("delete", self.link.redis.xdel(stream, f"{msg_id}-1"))
+        return bool(removed)
+
     async def prune(self, max_messages: int, max_age: float) -> int:
         """Age retention (the count is capped on every append): trim each room's
         stream up to its first message younger than ``max_age``."""

@@ -87,6 +87,10 @@ class RoomLog(Protocol):
     async def first_id(self, room: str) -> int | None:
         """The oldest id still stored (None: nothing stored)."""
 
+    async def delete(self, room: str, msg_id: int) -> bool:
+        """Remove one stored message (an operator's delete); whether it was there.
+        Its id is not reused: history keeps the gap."""
+
     async def prune(self, max_messages: int, max_age: float) -> int:
         """Apply retention (0: no limit on that axis); the number of messages removed."""
 
@@ -221,6 +225,13 @@ class SqliteRoomLog:
         sql = "SELECT MIN(id) FROM messages WHERE room = ?"
         row = await self.db.run(lambda db: db.execute(sql, (room,)).fetchone())
         return None if row is None or row[0] is None else int(row[0])
+
+    async def delete(self, room: str, msg_id: int) -> bool:
+        if self._writer is not None and not self._writer.done():
+            await self._idle.wait()  # a message still in the write queue is deleted too
+        sql = "DELETE FROM messages WHERE room = ? AND id = ?"
+        count = await self.db.run(lambda db: db.execute(sql, (room, msg_id)).rowcount)
+        return bool(count)
 
     async def prune(self, max_messages: int, max_age: float) -> int:
         now = time.time()

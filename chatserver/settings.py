@@ -47,6 +47,9 @@ class Settings:
     presence_threshold: int = 500  # rooms larger than this get no join/leave notices
     max_rooms_per_connection: int = 20
     trusted_proxy: bool = False  # take the client address from X-Forwarded-For
+    # Named dashboard/API operators as "name:role:token_hash" (TOML: [[operators]] tables).
+    operators: tuple[str, ...] = ()
+    metrics_addresses: tuple[str, ...] = ()  # may read /metrics without a token
     log_level: str = "INFO"
     node_id: str = ""  # this node's name in Redis mode ("" : host-pid-random)
     redis_prefix: str = "chat"  # every Redis key and channel starts with this
@@ -75,6 +78,8 @@ HELP: dict[str, tuple[str, str]] = {
     "allowed_origins": ("listening", "more browser origins allowed to open the chat socket"),
     "trusted_proxy": ("listening", "trust X-Forwarded-For/-Proto from a reverse proxy"),
     "admin_token": ("admin", "secret of the dashboard and admin API (unset: new per run)"),
+    "operators": ("admin", "operators as name:role:hash (admin hash-token)"),
+    "metrics_addresses": ("admin", "addresses or networks that may read /metrics"),
     "db": ("storage", "SQLite file (unused with Redis)"),
     "redis_url": ("several nodes (Redis mode)", "run as one of several nodes on this Redis"),
     "redis_prefix": ("several nodes (Redis mode)", "prefix of every Redis key and channel"),
@@ -198,7 +203,25 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    raw = {key.replace("-", "_"): value for key, value in data.items()}
+    if "operators" in raw:
+        raw["operators"] = operator_specs(raw["operators"], path)
+    return raw
+
+
+def operator_specs(value: Any, path: str) -> list[str]:
+    """``[[operators]]`` tables (name, role, token_hash) as "name:role:hash" entries."""
+    if not isinstance(value, list):
+        raise SettingsError(f"{path}: operators must be a list of [[operators]] tables")
+    specs: list[str] = []
+    for table in value:
+        if isinstance(table, str):
+            specs.append(table)
+            continue
+        if not isinstance(table, dict) or set(table) - {"name", "role", "token_hash"}:
+            raise SettingsError(f"{path}: each [[operators]] has name, role and token_hash")
+        specs.append(":".join(str(table.get(k, "")) for k in ("name", "role", "token_hash")))
+    return specs
 
 
 def build_settings(

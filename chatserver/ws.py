@@ -114,12 +114,20 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         reason = "error"
     finally:
         addresses.release(address)
+        if ws.prepared and (conn is None or conn.closing is None):
+            _count_close(hub, ws)  # hub.close counts the closes the server starts
         if conn is not None:
             hub.disconnect(conn, reason)
             if conn.closing is not None:
                 # Returning would tear the socket down under the close frame.
                 await asyncio.shield(conn.closing)
     return ws
+
+
+def _count_close(hub: Hub, ws: web.WebSocketResponse) -> None:
+    # Still open here means aiohttp closes it with 1000 once the handler returns.
+    code = (ws.close_code or WSCloseCode.ABNORMAL_CLOSURE) if ws.closed else WSCloseCode.OK
+    hub.close_codes[code] += 1
 
 
 def _check_handshake(request: web.Request, settings: Settings, hub: Hub) -> None:

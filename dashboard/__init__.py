@@ -16,12 +16,17 @@ import jinja2
 from aiohttp import WSCloseCode, web
 
 import chatserver
-from chatserver.keys import HUB, MODERATION
+from chatserver.errors import SettingsError
+from chatserver.keys import HEALTH, HUB, MODERATION, ROOM_LOG, SETTINGS
+from chatserver.metrics import ChatCollector, new_registry
 
 from .api import create_api
 from .auth import AttemptLimiter, SessionStore
-from .keys import LIMITER, LIVE, SESSIONS
+from .keys import LIMITER, LIVE, METRICS, OPERATORS, REGISTRY, SESSIONS
 from .live import LiveHub
+from .roles import Operators
+from .rows import metric_counts
+from .scrape import metrics_endpoint, trusted_networks
 from .views import add_routes, dashboard_headers, jinja_filters
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -34,7 +39,10 @@ def setup_dashboard(app: web.Application) -> None:
     sessions = SessionStore()
     app[SESSIONS] = sessions
     app[LIMITER] = AttemptLimiter()
-    app[LIVE] = LiveHub(hub, moderation, sessions)
+    settings = app[SETTINGS]
+    app[OPERATORS] = Operators.from_specs(settings.operators, settings.admin_token)
+    _setup_metrics(app)
+    app[LIVE] = LiveHub(hub, moderation, sessions, app[ROOM_LOG])
 
     admin = web.Application()
     admin.on_response_prepare.append(dashboard_headers)
@@ -56,6 +64,20 @@ def setup_dashboard(app: web.Application) -> None:
     app.router.add_static("/static/", CHAT_STATIC_DIR, name="chat_static")
     app.cleanup_ctx.append(_moderation_ctx)
     app.on_shutdown.append(_close_dashboards)
+
+
+def _setup_metrics(app: web.Application) -> None:
+    hub, settings = app[HUB], app[SETTINGS]
+    try:
+        trusted_networks(settings.metrics_addresses)
+    except ValueError as exc:
+        raise SettingsError(f"metrics_addresses: {exc}") from None
+    broker_kind = "redis" if settings.redis_url else "memory"
+    collector = ChatCollector(lambda: metric_counts(hub), app[ROOM_LOG], app[HEALTH], broker_kind)
+    hub.listeners.append(collector.on_change)
+    app[METRICS] = collector
+    app[REGISTRY] = new_registry(collector)
+    app.router.add_get("/metrics", metrics_endpoint, name="metrics")
 
 
 async def _to_dashboard(request: web.Request) -> web.StreamResponse:

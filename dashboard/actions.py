@@ -183,6 +183,56 @@ async def announce(hub: Hub, moderation: Moderation, fields: Fields, actor: str)
     )
 
 
+async def delete(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    """Delete message ``id`` of ``room`` from history and from every client's view."""
+    room = text_field(fields, "room")
+    if room is None:
+        raise CommandError("bad_request", "room is required")
+    msg_id = required_id(fields, "id")
+    if not await moderation.delete_message(room, msg_id, actor):
+        raise CommandError("not_found", f"#{room.lstrip('#')} has no message {msg_id}")
+    where = room.lstrip("#")
+    return Outcome(f"Deleted message {msg_id} of #{where}.", {"room": where, "id": msg_id})
+
+
+MAX_BULK = 1000
+BULK_OPS = ("kick", "mute", "ban")
+
+
+async def bulk(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    """Kick, mute or ban every connection in ``conn_ids`` (e.g. a flood from one network).
+
+    A connection that has gone meanwhile (or was closed by an earlier ban of the
+    same address) is skipped and counted, not an error.
+    """
+    op = text_field(fields, "op")
+    if op not in BULK_OPS:
+        raise CommandError("bad_request", "op is one of: kick, mute, ban")
+    conn_ids = _id_list(fields.get("conn_ids"))
+    done: list[int] = []
+    for conn_id in conn_ids:
+        if hub.find(conn_id) is None:
+            continue
+        await BY_NAME[op](hub, moderation, {**fields, "conn_id": conn_id}, actor)
+        done.append(conn_id)
+    verb = {"kick": "Kicked", "mute": "Muted", "ban": "Banned"}[op]
+    skipped = len(conn_ids) - len(done)
+    gone = f"; {skipped} had already gone" if skipped else ""
+    return Outcome(
+        f"{verb} {len(done)} connection(s){gone}.",
+        {"op": op, "done": done, "skipped": skipped},
+    )
+
+
+def _id_list(value: object) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise CommandError("bad_request", "conn_ids: select at least one connection")
+    if len(value) > MAX_BULK:
+        raise CommandError("bad_request", f"conn_ids: at most {MAX_BULK} at once")
+    ids = [int_field({"conn_ids": item}, "conn_ids") for item in value]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 # One signature for every action, so both edges can dispatch by name.
 Action = Callable[[Hub, Moderation, Fields, str], Awaitable[Outcome]]
 BY_NAME: dict[str, Action] = {
@@ -192,10 +242,12 @@ BY_NAME: dict[str, Action] = {
     "mute": mute,
     "unmute": unmute,
     "announce": announce,
+    "bulk": bulk,
+    "delete": delete,
 }
 
 
 def status_of(error: CommandError) -> int:
     if isinstance(error, Unavailable):
         return 503
-    return 404 if error.code == "not_found" else 400
+    return {"not_found": 404, "forbidden": 403}.get(error.code, 400)

@@ -19,18 +19,28 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from chatserver.errors import CommandError
-from chatserver.keys import HUB, SETTINGS
+from chatserver.keys import HUB, ROOM_LOG, SETTINGS
 from chatserver.protocol import parse_uint
 from chatserver.ws import client_address
 
 from . import actions
-from .auth import bearer_token, token_matches
-from .keys import LIMITER, LIVE, MODERATION
-from .rows import ConnectionQuery, connection_row, room_rows, select
+from .auth import Operator, bearer_token
+from .keys import LIMITER, LIVE, MODERATION, OPERATORS
+from .roles import authorize
+from .rows import (
+    ROOM_MESSAGES,
+    ConnectionQuery,
+    connection_row,
+    message_row,
+    room_members,
+    room_rows,
+    select,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_AUDIT_LIMIT = 500
+OPERATOR = web.RequestKey("admin_operator", Operator)  # who this API request is
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -59,11 +69,13 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
         response = error_response(429, "too_many_attempts", "too many failed attempts; wait")
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    if not token_matches(bearer_token(request), request.config_dict[SETTINGS].admin_token):
+    operator = request.config_dict[OPERATORS].authenticate(bearer_token(request))
+    if operator is None:
         limiter.hit(address)
         return error_response(
             401, "unauthorized", "a valid 'Authorization: Bearer TOKEN' is needed"
         )
+    request[OPERATOR] = operator
     try:
         answer = await handler(request)
     except CommandError as exc:
@@ -76,7 +88,8 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
 
 
 def actor(request: web.Request) -> str:
-    return f"api@{client_address(request, request.config_dict[SETTINGS])}"
+    """The audit log's name for this request's operator."""
+    return request[OPERATOR].actor("api", client_address(request, request.config_dict[SETTINGS]))
 
 
 async def json_body(request: web.Request) -> dict[str, object]:
@@ -140,6 +153,21 @@ async def get_rooms(request: web.Request) -> web.Response:
     return web.json_response({"total": len(hub.rooms), "rooms": rows})
 
 
+async def delete_room_message(request: web.Request) -> web.Response:
+    fields = {"room": request.match_info["room"], "id": path_id(request)}
+    return await act(request, actions.delete, fields)
+
+
+async def get_room(request: web.Request) -> web.Response:
+    """One room: its members and its last 50 stored messages."""
+    hub, room_log = request.config_dict[HUB], request.config_dict[ROOM_LOG]
+    name = request.match_info["room"]
+    members = room_members(hub, name)
+    messages, _ = await room_log.before(name.lstrip("#"), None, ROOM_MESSAGES)
+    rows = [message_row(message) for message in messages]
+    return web.json_response({"room": name.lstrip("#"), "members": members, "messages": rows})
+
+
 async def get_bans(request: web.Request) -> web.Response:
     moderation = request.config_dict[MODERATION]
     return web.json_response({"bans": [ban.as_dict() for ban in moderation.active_bans()]})
@@ -148,6 +176,19 @@ async def get_bans(request: web.Request) -> web.Response:
 async def get_mutes(request: web.Request) -> web.Response:
     moderation = request.config_dict[MODERATION]
     return web.json_response({"mutes": [mute.as_dict() for mute in moderation.active_mutes()]})
+
+
+async def get_whoami(request: web.Request) -> web.Response:
+    return web.json_response({"operator": request[OPERATOR].as_dict()})
+
+
+async def get_operators(request: web.Request) -> web.Response:
+    operator = request[OPERATOR]
+    if not operator.may("admin"):
+        raise CommandError(
+            "forbidden", f"{operator.name} is a {operator.role}; listing operators needs admin"
+        )
+    return web.json_response({"operators": request.config_dict[OPERATORS].listing()})
 
 
 async def get_audit(request: web.Request) -> web.Response:
@@ -168,6 +209,8 @@ async def get_audit(request: web.Request) -> web.Response:
 
 async def act(request: web.Request, action: actions.Action, fields: actions.Fields) -> web.Response:
     config = request.config_dict
+    name = next(key for key, value in actions.BY_NAME.items() if value is action)
+    authorize(request[OPERATOR], name, fields, config[MODERATION])
     outcome = await action(config[HUB], config[MODERATION], fields, actor(request))
     return outcome_response(outcome)
 
@@ -212,9 +255,15 @@ def create_api() -> web.Application:
         ("POST", "/mutes", with_body(actions.mute)),
         ("DELETE", "/mutes/{id}", on_path_id(actions.unmute, "mute_id")),
         ("POST", "/announce", with_body(actions.announce)),
+        ("POST", "/bulk", with_body(actions.bulk)),
+        ("POST", "/delete", with_body(actions.delete)),
+        ("DELETE", "/rooms/{room}/messages/{id}", delete_room_message),
+        ("GET", "/rooms/{room}", get_room),
         ("GET", "/audit", get_audit),
         ("GET", "/stats", get_stats),
         ("GET", "/rooms", get_rooms),
+        ("GET", "/whoami", get_whoami),
+        ("GET", "/operators", get_operators),
         # Last: unknown paths (and known paths with another method) get a JSON 404,
         # after authentication like everything else.
         ("*", "/{tail:.*}", unknown_route),

@@ -1,7 +1,7 @@
 """Who may use the dashboard and the admin API.
 
-The admin token (``settings.admin_token``) is the only secret. The API takes
-it as ``Authorization: Bearer``; the dashboard takes it once at login and
+Operators (``dashboard/roles.py``) each have a token; the API takes it as
+``Authorization: Bearer``; the dashboard takes it once at login and
 hands out a session cookie (HttpOnly, SameSite=Strict, a new random id per
 login, kept in memory with an absolute and an idle expiry). Every
 state-changing dashboard request must carry the session's CSRF token and come
@@ -52,6 +52,29 @@ def token_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given_bytes, expected_bytes)
 
 
+ROLES = ("viewer", "moderator", "admin")  # each may do what the one before may, and more
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Operator:
+    """One person (or script) allowed in, by name, with a role."""
+
+    name: str
+    role: str
+    token_hash: str = ""  # empty for the --admin-token operator, checked by value
+
+    def may(self, role: str) -> bool:
+        """Whether this operator's role is at least ``role``."""
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+    def actor(self, via: str, address: str) -> str:
+        """The audit log's name for this operator acting through ``via``."""
+        return f"{self.name} via {via}@{address}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "role": self.role}
+
+
 def bearer_token(request: web.Request) -> str:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
@@ -66,6 +89,7 @@ class AdminSession:
     address: str
     created: float
     last_seen: float
+    operator: Operator
     flash: str = ""
 
     def expired(self, now: float) -> bool:
@@ -78,14 +102,14 @@ class SessionStore:
     def __init__(self) -> None:
         self._sessions: dict[str, AdminSession] = {}
 
-    def create(self, address: str) -> AdminSession:
+    def create(self, address: str, operator: Operator) -> AdminSession:
         self.prune()
         if len(self._sessions) >= MAX_SESSIONS:
             oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
             self.drop(oldest.sid)
         now = time.time()
         session = AdminSession(
-            secrets.token_urlsafe(32), secrets.token_urlsafe(32), address, now, now
+            secrets.token_urlsafe(32), secrets.token_urlsafe(32), address, now, now, operator
         )
         self._sessions[session.sid] = session
         return session

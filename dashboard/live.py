@@ -41,13 +41,16 @@ from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.hub import ConnectionChange, Hub
 from chatserver.moderation import Change, Moderation
+from chatserver.roomlog import RoomLog
 
 from .auth import AdminSession, SessionStore
 from .rows import (
     ConnectionQuery,
     Row,
     connection_row,
+    message_row,
     request_node,
+    room_members,
     room_rows,
     select,
     server_stats,
@@ -61,6 +64,7 @@ CHART_SECONDS = 300
 CLOSE_SESSION_ENDED = 4401
 AUDIT_SHOWN = 50
 ROOM_RATE_ALPHA = 0.3
+ROOM_BATCH = 200  # new messages of a watched room sent per push
 
 
 class Sampler:
@@ -97,8 +101,11 @@ class Sampler:
 class LiveHub:
     """All open dashboards, the shared sampler and the 1 s tick."""
 
-    def __init__(self, hub: Hub, moderation: Moderation, sessions: SessionStore) -> None:
+    def __init__(
+        self, hub: Hub, moderation: Moderation, sessions: SessionStore, room_log: RoomLog
+    ) -> None:
         self.hub = hub
+        self.room_log = room_log
         self.moderation = moderation
         self.sessions = sessions
         self.sampler = Sampler(hub)
@@ -188,6 +195,11 @@ class Viewer:
         self.rooms: dict[str, Row] = {}
         self.room_order: list[str] = []
         self.stats: Row = {}
+        # A room page watches one room: its members and messages after room_after.
+        self.room = ""
+        self.room_after = 0
+        self.members: dict[int, Row] = {}
+        self.fresh_messages: list[Row] = []
         self.audit_sent = 0
         self.pending: set[str] = {"init"}
         self.wake = asyncio.Event()
@@ -213,15 +225,56 @@ class Viewer:
     def on_message(self, data: str) -> None:
         try:
             message = json.loads(data)
-            if not isinstance(message, dict) or message.get("type") != "view":
+            if isinstance(message, dict) and message.get("type") == "room":
+                self._watch_room(message)
+            elif not isinstance(message, dict) or message.get("type") != "view":
                 raise CommandError("bad_request", 'expected {"type": "view", ...}')
-            self.query = ConnectionQuery.parse(message)
-            self.viewing = True
+            else:
+                self.query = ConnectionQuery.parse(message)
+                self.viewing = True
         except (ValueError, CommandError) as exc:
             text = exc.message if isinstance(exc, CommandError) else "not JSON"
             self.pending.add("error:" + text)
         self.want("reset")
         self.urgent.set()
+
+    def _watch_room(self, message: dict[str, Any]) -> None:
+        room, after = message.get("room"), message.get("after", 0)
+        if not isinstance(room, str) or not room or len(room) > 100:
+            raise CommandError("bad_request", "room must be a room name")
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise CommandError("bad_request", "after must be a message id")
+        self.room, self.room_after, self.members = room.lstrip("#"), after, {}
+        self.want("tick")
+
+    async def _read_room(self) -> None:
+        """New messages of the watched room since the last push (the store's order)."""
+        messages = await self.live.room_log.after(self.room, self.room_after, ROOM_BATCH)
+        if messages:
+            self.room_after = messages[-1].id
+        self.fresh_messages = [message_row(message) for message in messages]
+
+    def _room(self, pending: set[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        fresh = {row["id"]: row for row in room_members(self.hub, self.room)}
+        diff = _diff("id", self.members, fresh, reset=not self.members and bool(fresh))
+        self.members = fresh
+        if diff or self.fresh_messages:
+            out.append({"type": "room", "members": diff, "messages": self.fresh_messages})
+            self.fresh_messages = []
+        if "audit" in pending:
+            target = f"#{self.room}"
+            gone = [
+                int(entry.detail)
+                for entry in self.live.moderation.recent_audit
+                if entry.id > self.audit_sent
+                and entry.action == "delete"
+                and entry.target == target
+                and entry.detail.isdigit()
+            ]
+            if gone:
+                out.append({"type": "deleted", "ids": gone})
+        return out
 
     # ------------------------------------------------------------------ pushing
 
@@ -234,6 +287,8 @@ class Viewer:
                 if not self.live.sessions.alive(self.session):
                     await self.close(CLOSE_SESSION_ENDED, "session expired: log in again")
                     return
+                if self.room and self.pending & {"tick", "init"}:
+                    await self._read_room()
                 for message in self.build():
                     await self.ws.send_str(json.dumps(message, separators=(",", ":")))
                 # Coalesce bursts of changes, but answer a new view at once.
@@ -262,6 +317,8 @@ class Viewer:
             rooms = self._rooms(reset="init" in pending)
             if rooms is not None:
                 messages.append(rooms)
+        if self.room and pending & {"tick", "init", "audit"}:
+            messages.extend(self._room(pending))
         if self.viewing and pending & {"conns", "tick", "reset"}:
             conns = self._conns(reset="reset" in pending)
             if conns is not None:

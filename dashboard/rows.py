@@ -17,14 +17,16 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.hub import Hub, Room
-from chatserver.protocol import parse_uint
+from chatserver.protocol import MessageEvent, parse_uint
 
 HOSTNAME = socket.gethostname()
 MAX_PER_PAGE = 200
+ROOM_MESSAGES = 50  # what a room page shows of the history
 DEFAULT_PER_PAGE = 50
 MAX_FILTER_CHARS = 100
 SORTS: dict[str, Callable[[Connection], float]] = {
@@ -165,7 +167,13 @@ def connection_row(hub: Hub, conn: Connection) -> Row:
         "buffer_fill": conn.buffer_fill(),
         "buffer_limit": conn.limit,
         "node": node_of(hub, conn),
+        "muted": is_muted(hub, conn),
     }
+
+
+def is_muted(hub: Hub, conn: Connection) -> bool:
+    """Whether an active mute covers this connection's user (a lookup, not a walk)."""
+    return hub.restrictions.mute_reason(conn.user.id, conn.name) is not None
 
 
 def room_rows(hub: Hub, rates: Mapping[str, float], limit: int = 20) -> list[Row]:
@@ -182,8 +190,44 @@ def room_rows(hub: Hub, rates: Mapping[str, float], limit: int = 20) -> list[Row
     ]
 
 
+def room_members(hub: Hub, name: str, limit: int = MAX_PER_PAGE) -> list[Row]:
+    """The first ``limit`` members of room ``name`` (join order) as connection rows."""
+    room = hub.rooms.get(name.lstrip("#"))
+    if room is None:
+        return []
+    return [connection_row(hub, conn) for conn in itertools.islice(room.members, limit)]
+
+
+def message_row(message: MessageEvent) -> Row:
+    return {
+        "id": message.id,
+        "user_id": message.user.id,
+        "name": message.user.name,
+        "text": message.text,
+        "ts": round(message.ts, 3),
+    }
+
+
 def _room_size(room: Room) -> int:
     return len(room.members)
+
+
+def metric_counts(hub: Hub) -> Row:
+    """What /metrics reports of the hub: one walk over the connections for the sums."""
+    buffered = bytes_out = 0
+    for conn in hub.connections.values():
+        buffered += conn.buffer_fill()
+        bytes_out += conn.bytes_out
+    return {
+        "connections": len(hub.connections),
+        "users": len(hub.users),
+        "rooms": len(hub.rooms),
+        "messages_in": hub.messages_in,
+        "deliveries": hub.deliveries,
+        "bytes_out": bytes_out,
+        "buffered": buffered,
+        "close_codes": dict(hub.close_codes),
+    }
 
 
 def rss_bytes() -> int:
@@ -209,6 +253,20 @@ def server_stats(hub: Hub, in_rate: float, out_rate: float, node: str) -> Row:
         "rss_bytes": rss_bytes(),
         "node": node,
     }
+
+
+def page_url(query: ConnectionQuery, page: int) -> str:
+    """The dashboard's URL for ``query`` on ``page`` (links that work without script)."""
+    params = {
+        "q": query.q,
+        "name": query.name,
+        "room": query.room,
+        "address": query.address,
+        "sort": query.sort if query.sort != "id" else "",
+        "per_page": str(query.per_page) if query.per_page != DEFAULT_PER_PAGE else "",
+        "page": str(page),
+    }
+    return "/admin/?" + urlencode({key: value for key, value in params.items() if value})
 
 
 def _text(value: object) -> str:

@@ -17,10 +17,11 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from yarl import URL
 
 from chatserver import __version__
 from chatserver.errors import CommandError
-from chatserver.keys import HUB, SETTINGS
+from chatserver.keys import HUB, ROOM_LOG, SETTINGS
 from chatserver.moderation import format_time
 from chatserver.ws import client_address
 
@@ -35,14 +36,28 @@ from .auth import (
     same_origin,
     token_matches,
 )
-from .keys import LIMITER, LIVE, MODERATION, SESSIONS
+from .keys import LIMITER, LIVE, MODERATION, OPERATORS, SESSIONS
 from .live import AUDIT_SHOWN, serve_viewer
-from .rows import SORTS, ConnectionQuery, connection_row, room_rows, select
+from .roles import authorize, may_lift
+from .rows import (
+    ROOM_MESSAGES,
+    SORTS,
+    ConnectionQuery,
+    connection_row,
+    message_row,
+    page_url,
+    room_members,
+    room_rows,
+    select,
+)
 
 log = logging.getLogger(__name__)
 
 LOGIN_URL = "/admin/login"
 HOME_URL = "/admin/"
+# The one-click buttons on each connection row: action, label, and the duration
+# a form posts without script (with script a dialog asks, with these defaults).
+ROW_OPS = (("kick", "Kick", ""), ("mute", "Mute", "10m"), ("ban", "Ban", "1h"))
 
 
 def current_session(request: web.Request) -> AdminSession | None:
@@ -120,14 +135,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not isinstance(nonce, str) or not cookie or not token_matches(nonce, cookie):
         return _login_form(request, 403, "The form has expired; please log in again.")
     token = form.get("token")
-    if not isinstance(token, str) or not token_matches(
-        token, request.config_dict[SETTINGS].admin_token
-    ):
+    operator = (
+        request.config_dict[OPERATORS].authenticate(token) if isinstance(token, str) else None
+    )
+    if operator is None:
         limiter.hit(address)
         log.warning("failed dashboard login from %s", address)
-        return _login_form(request, 401, "Wrong admin token.")
-    session = request.config_dict[SESSIONS].create(address)
-    await request.config_dict[MODERATION].record(f"dashboard@{address}", "login", "dashboard")
+        return _login_form(request, 401, "Wrong operator token.")
+    session = request.config_dict[SESSIONS].create(address, operator)
+    await request.config_dict[MODERATION].record(
+        operator.actor("dashboard", address), "login", "dashboard"
+    )
     response = _redirect(HOME_URL)
     _set_cookie(request, response, SESSION_COOKIE, session.sid)
     response.del_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
@@ -144,7 +162,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     request.config_dict[SESSIONS].drop(session.sid)
     await request.config_dict[LIVE].end_session(session)
     await request.config_dict[MODERATION].record(
-        f"dashboard@{address_of(request)}", "logout", "dashboard"
+        session.operator.actor("dashboard", address_of(request)), "logout", "dashboard"
     )
     response = _redirect(LOGIN_URL)
     response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
@@ -193,8 +211,37 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
         "mutes": moderation.active_mutes(),
         "audit": list(reversed(moderation.recent_audit))[:AUDIT_SHOWN],
         "sorts": ["id", *SORTS],
+        "row_ops": ROW_OPS if session.operator.may("moderator") else (),
+        "operator": session.operator,
+        "can_act": session.operator.may("moderator"),
+        "can_lift": lambda ban: may_lift(session.operator, ban.actor),
+        "prev_url": page_url(query, max(1, selection.page - 1)),
+        "next_url": page_url(query, min(selection.pages, selection.page + 1)),
     }
     return aiohttp_jinja2.render_template("dashboard.html", request, context)
+
+
+async def room_page(request: web.Request) -> web.StreamResponse:
+    """One room: its members and its live message stream, with actions on both."""
+    session = current_session(request)
+    if session is None:
+        raise web.HTTPSeeOther(LOGIN_URL)
+    hub, room_log = request.config_dict[HUB], request.config_dict[ROOM_LOG]
+    name = request.match_info["room"].lstrip("#")
+    flash, session.flash = session.flash, ""
+    messages, _ = await room_log.before(name, None, ROOM_MESSAGES)
+    context: dict[str, Any] = {
+        "version": __version__,
+        "csrf": session.csrf,
+        "flash": flash,
+        "room": name,
+        "members": room_members(hub, name),
+        "messages": [message_row(message) for message in messages],
+        "row_ops": ROW_OPS if session.operator.may("moderator") else (),
+        "operator": session.operator,
+        "can_act": session.operator.may("moderator"),
+    }
+    return aiohttp_jinja2.render_template("room.html", request, context)
 
 
 async def live_channel(request: web.Request) -> web.StreamResponse:
@@ -224,20 +271,35 @@ async def action(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="no such action\n")
     form = await request.post()
     fields: dict[str, object] = {
-        k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"
+        k: v for k, v in form.items() if isinstance(v, str) and k not in {"csrf", "conn_ids"}
     }
+    # The bulk form's ticked rows: one field per row (a dict would keep only one).
+    fields["conn_ids"] = [v for v in form.getall("conn_ids", []) if isinstance(v, str)]
     try:
-        config, actor = request.config_dict, f"dashboard@{address_of(request)}"
+        config, operator = request.config_dict, session.operator
+        authorize(operator, request.match_info["name"], fields, config[MODERATION])
+        actor = operator.actor("dashboard", address_of(request))
         outcome = await handler(config[HUB], config[MODERATION], fields, actor)
     except CommandError as exc:
         if _wants_json(request):
             return error_response(actions.status_of(exc), exc.code, exc.message)
         session.flash = f"Error: {exc.message}"
-        raise web.HTTPSeeOther(HOME_URL) from None
+        raise web.HTTPSeeOther(_back(request)) from None
     if _wants_json(request):
         return outcome_response(outcome)
     session.flash = outcome.message
-    raise web.HTTPSeeOther(HOME_URL)
+    raise web.HTTPSeeOther(_back(request))
+
+
+def _back(request: web.Request) -> str:
+    """Where a form without script returns: the dashboard view it was sent from
+    (its filter and page), if the Referer is one of our pages, else the dashboard."""
+    referer = URL(request.headers.get("Referer", ""))
+    if referer.host != request.url.host or referer.port != request.url.port:
+        return HOME_URL
+    if not referer.path.startswith(HOME_URL) or referer.path.startswith(LOGIN_URL):
+        return HOME_URL
+    return str(referer.relative())
 
 
 # --------------------------------------------------------------------------- wiring
@@ -265,6 +327,7 @@ def add_routes(sub: web.Application) -> None:
     sub.router.add_post("/login", login)
     sub.router.add_post("/logout", logout, name="logout")
     sub.router.add_get("/live", live_channel, name="live")
+    sub.router.add_get("/rooms/{room}", room_page, name="room")
     sub.router.add_post("/action/{name}", action, name="action")
 
 

@@ -387,7 +387,7 @@ async def test_audit_log_records_every_action(client: Client) -> None:
     actions = [entry["action"] for entry in entries]
     assert actions == ["announce", "unmute", "mute", "unban", "ban", "kick"]
     kick = entries[-1]
-    assert kick["actor"] == "api@127.0.0.1"
+    assert kick["actor"] == "admin via api@127.0.0.1"
     assert "target" in kick["target"]
     assert kick["reason"] == "k"
     assert all(entry["ts"] > 0 and entry["time"].endswith("UTC") for entry in entries)
@@ -435,6 +435,17 @@ async def test_admin_cli_operates_the_server(
     assert "Lifted" in out
     code, out, _ = await run_cli(capsys, "announce", "hello ops", "--room", "lobby")
     assert code == 1  # nobody is in #lobby any more
+    erin = await join(client, "erin")
+    await erin.send_json(type="message", text="to be removed")
+    msg_id = (await erin.until_type("message"))["id"]
+    code, out, _ = await run_cli(capsys, "delete", "lobby", str(msg_id))
+    assert (code, out.strip()) == (0, f"Deleted message {msg_id} of #lobby.")
+    assert (await erin.until_type("delete"))["id"] == msg_id
+    code, out, _ = await run_cli(capsys, "bulk", "kick", str(await conn_id(client, "erin")))
+    assert (code, out.strip()) == (0, "Kicked 1 connection(s).")
+    assert (await erin.closed())[0] == 4500
+    code, out, _ = await run_cli(capsys, "whoami")
+    assert out.strip() == "admin (admin)"
     code, out, _ = await run_cli(capsys, "audit")
     assert code == 0
     assert "kick" in out

@@ -184,6 +184,7 @@
     } else {
       marker.hidden = false;
     }
+    return item;
   }
 
   function showState(message, isError) {
@@ -196,11 +197,10 @@
 
   function messageLine(msg, roomName) {
     const options = { room: roomName, ts: msg.ts, unread: true };
-    if (msg.text.startsWith("/me ")) {
-      line("message", [`* ${msg.user.name} ${msg.text.slice(4)}`], options);
-    } else {
-      line("message", [{ text: msg.user.name, cls: "who" }, `: ${msg.text}`], options);
-    }
+    const item = msg.text.startsWith("/me ")
+      ? line("message", [`* ${msg.user.name} ${msg.text.slice(4)}`], options)
+      : line("message", [{ text: msg.user.name, cls: "who" }, `: ${msg.text}`], options);
+    item.dataset.msg = String(msg.id); // found again by an operator's "delete"
   }
 
   // ------------------------------------------------------------------ events
@@ -278,6 +278,15 @@
         lastIds[event.room] = event.id;
         messageLine(event, event.room);
         break;
+      case "delete": { // an operator removed a message: blank it where shown, say so
+        const shown = room(event.room).log.querySelector(`li[data-msg="${event.id}"]`);
+        if (shown) {
+          shown.classList.add("deleted");
+          shown.lastElementChild.textContent = ": (removed by an operator)";
+        }
+        line("system", [`*** An operator removed message ${event.id}.`], { room: event.room });
+        break;
+      }
       case "join":
       case "leave":
         onMembership(event);

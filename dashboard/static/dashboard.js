@@ -5,6 +5,12 @@
 (() => {
   const $ = (selector, root = document) => root.querySelector(selector);
   const csrf = $('meta[name="csrf-token"]').content;
+  const me = $('meta[name="operator"]');
+  const myName = me.content;
+  const myRole = me.dataset.role;
+  const canAct = myRole === "moderator" || myRole === "admin";
+  // Mirrors dashboard/roles.py: admins lift any ban, moderators the ones they made.
+  const canLift = (actor) => myRole === "admin" || (canAct && actor.split(" via ")[0] === myName && actor.includes(" via "));
   const statusLine = $("#status");
   const liveState = $("#live-state");
   const filterForm = $("#filter");
@@ -14,13 +20,21 @@
 
   const CONN_FIELDS = [
     "id", "name", "user_id", "rooms", "address", "dialect", "connected_at",
-    "last_activity", "messages_in", "messages_out", "bytes_out", "buffer_fill", "node",
+    "last_activity", "messages_in", "messages_out", "bytes_out", "buffer_fill", "node", "muted",
   ];
+  // The one-click buttons of each row: action, label, duration posted without the dialog.
+  const ROW_OPS = [["kick", "Kick", ""], ["mute", "Mute", "10m"], ["ban", "Ban", "1h"]];
+  const dialog = $("#act-dialog");
+  const dialogForm = $("#dialog-form");
+  const bulkForm = $("#bulk-form");
+  const pickAll = $("#pick-all");
+  let pendingAct = null; // what the open dialog will do on Enter / Confirm
   const ROOM_FIELDS = ["name", "members", "messages", "rate"];
   const NUMERIC = new Set([
     "messages_in", "messages_out", "bytes_out", "buffer_fill", "members", "messages", "rate",
   ]);
 
+  const CHART_SECONDS = 300; // as dashboard/live.py keeps: the chart never holds more
   let socket = null;
   let retryDelay = 500;
   let started = Number($('[data-stat="uptime"]').dataset.started) || Date.now() / 1000;
@@ -68,6 +82,7 @@
       case "last_activity": return clock(value);
       case "bytes_out":
       case "buffer_fill": return bytes(value);
+      case "muted": return value ? "muted" : "";
       default: return String(value);
     }
   }
@@ -87,29 +102,62 @@
       td.dataset.f = field;
       if (NUMERIC.has(field)) td.classList.add("num");
       if (field === "name") td.classList.add("name");
-      td.textContent = formatCell(field, row[field]);
+      if (field === "name" && key === "name") {
+        // A room's name links to the connections in it (a plain link without script).
+        const link = document.createElement("a");
+        link.href = `/admin/?room=${encodeURIComponent(row.name)}`;
+        link.className = "room-link";
+        link.textContent = row.name;
+        td.appendChild(link);
+      } else {
+        td.textContent = formatCell(field, row[field]);
+      }
       tr.appendChild(td);
     }
     return tr;
   }
 
+  function rowForm(op, label, duration, id) {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = `/admin/action/${op}`;
+    form.className = "row-act";
+    form.dataset.op = op;
+    form.append(hiddenInput("csrf", csrf), hiddenInput("conn_id", id));
+    if (duration) form.append(hiddenInput("duration", duration));
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.className = op;
+    button.textContent = label;
+    form.appendChild(button);
+    return form;
+  }
+
   function makeConnRow(row) {
     const tr = makeRow(CONN_FIELDS, row, "id");
+    const pickCell = document.createElement("td");
+    tr.prepend(pickCell);
     const td = document.createElement("td");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "select";
-    button.dataset.conn = String(row.id);
-    button.textContent = "Select";
-    td.appendChild(button);
+    td.className = "row-actions";
     tr.appendChild(td);
     markBuffer(tr, row);
+    if (!canAct) return tr;
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.className = "pick";
+    pick.name = "conn_ids";
+    pick.value = String(row.id);
+    pick.setAttribute("form", "bulk-form");
+    pick.setAttribute("aria-label", `select connection ${row.id}`);
+    pickCell.appendChild(pick);
+    for (const [op, label, duration] of ROW_OPS) td.appendChild(rowForm(op, label, duration, row.id));
     return tr;
   }
 
   function markBuffer(tr, row) {
     const limit = row.buffer_limit || 0;
     tr.classList.toggle("warn", limit > 0 && row.buffer_fill > limit / 2);
+    tr.classList.toggle("muted", Boolean(row.muted));
   }
 
   // Apply one diff message ({reset, rows} | {add, remove, update}, order) to a table.
@@ -137,9 +185,10 @@
       const entry = rows.get(change[key]);
       if (!entry) continue;
       for (const [field, value] of Object.entries(change)) {
+        if (field === key) continue; // the row's key never changes (and a room's cell is a link)
         entry.row[field] = value;
-        const index = fields.indexOf(field);
-        if (index >= 0) entry.tr.cells[index].textContent = formatCell(field, value);
+        const cell = fields.includes(field) ? entry.tr.querySelector(`td[data-f="${field}"]`) : null;
+        if (cell) cell.textContent = formatCell(field, value);
       }
       if (body === connBody) markBuffer(entry.tr, entry.row);
     }
@@ -159,11 +208,24 @@
         `${position.total} total, page ${position.page} of ${position.pages}`;
       filterForm.elements.page.value = String(position.page);
     }
+    if (message.reset && pickAll) pickAll.checked = false;
     document.body.dataset.live = "1";
   }
 
+  function makeRoomRow(row) {
+    const tr = makeRow(ROOM_FIELDS, row, "name");
+    const td = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = `/admin/rooms/${encodeURIComponent(row.name)}`;
+    link.className = "room-page-link";
+    link.textContent = "watch";
+    td.appendChild(link);
+    tr.appendChild(td);
+    return tr;
+  }
+
   function onRooms(message) {
-    applyDiff(message, roomBody, roomRows, ROOM_FIELDS, "name", (row) => makeRow(ROOM_FIELDS, row, "name"));
+    applyDiff(message, roomBody, roomRows, ROOM_FIELDS, "name", makeRoomRow);
   }
 
   function hiddenInput(name, value) {
@@ -187,7 +249,7 @@
     return form;
   }
 
-  function fillList(selector, items, cells, action, idName, label) {
+  function fillList(selector, items, cells, action, idName, label, mayLift) {
     const body = $(`${selector} tbody`);
     body.replaceChildren();
     for (const item of items) {
@@ -199,7 +261,7 @@
         tr.appendChild(td);
       }
       const td = document.createElement("td");
-      td.appendChild(liftForm(action, idName, item.id, label));
+      if (mayLift(item)) td.appendChild(liftForm(action, idName, item.id, label));
       tr.appendChild(td);
       body.appendChild(tr);
     }
@@ -207,12 +269,12 @@
 
   function onBans(bans) {
     fillList("#bans", bans, (b) => [b.id, b.name, b.address, b.until ? utc(b.until) : "until lifted", b.reason, b.actor],
-      "/admin/action/unban", "ban_id", "Lift");
+      "/admin/action/unban", "ban_id", "Lift", (b) => canLift(b.actor));
   }
 
   function onMutes(mutes) {
     fillList("#mutes", mutes, (m) => [m.id, m.user_id, m.name, m.until ? utc(m.until) : "until lifted", m.reason, m.actor],
-      "/admin/action/unmute", "mute_id", "Unmute");
+      "/admin/action/unmute", "mute_id", "Unmute", () => canAct);
   }
 
   function auditRow(entry) {
@@ -245,7 +307,7 @@
     }
     if (stats.sample) {
       chart.push(stats.sample);
-      if (chart.length > 300) chart = chart.slice(-300);
+      if (chart.length > CHART_SECONDS) chart.splice(0, chart.length - CHART_SECONDS);
       drawChart();
     }
   }
@@ -254,11 +316,26 @@
     $('[data-stat="uptime"]').textContent = duration(Date.now() / 1000 - started);
   }
 
+  // A round scale top (1, 2, 5 x 10^n) at or above ``value``.
+  function niceMax(value) {
+    const power = 10 ** Math.floor(Math.log10(Math.max(value, 1)));
+    for (const step of [1, 2, 5, 10]) if (step * power >= value) return step * power;
+    return 10 * power;
+  }
+
+  function shortNumber(value) {
+    if (value >= 1e6) return `${(value / 1e6).toFixed(value >= 1e7 ? 0 : 1)}M`;
+    if (value >= 1e3) return `${(value / 1e3).toFixed(value >= 1e4 ? 0 : 1)}k`;
+    return Number.isInteger(value) ? String(value) : value.toFixed(1);
+  }
+
+  // The last CHART_SECONDS of [ts, in/s, out/s] on a UTC time axis, values on the left.
+  // ``chart`` is capped, so a tab left open for hours draws the same bounded data.
   function drawChart() {
     const ratio = window.devicePixelRatio || 1;
     const width = canvas.clientWidth || 900;
     const height = canvas.clientHeight || 160;
-    if (canvas.width !== Math.round(width * ratio)) {
+    if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
       canvas.width = Math.round(width * ratio);
       canvas.height = Math.round(height * ratio);
     }
@@ -266,31 +343,61 @@
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
     const now = chart.length ? chart[chart.length - 1][0] : Date.now() / 1000;
-    const span = 300;
-    let max = 1;
-    for (const [, inRate, outRate] of chart) max = Math.max(max, inRate, outRate);
-    const pad = 4;
-    const x = (ts) => pad + ((ts - (now - span)) / span) * (width - 2 * pad);
-    const y = (value) => height - pad - (value / max) * (height - 2 * pad);
-    ctx.strokeStyle = "#ddd";
+    const span = CHART_SECONDS;
+    let peak = 1;
+    for (const [, inRate, outRate] of chart) peak = Math.max(peak, inRate, outRate);
+    const max = niceMax(peak);
+    const left = 44;
+    const right = 8;
+    const top = 8;
+    const bottom = 20;
+    const plotW = width - left - right;
+    const plotH = height - top - bottom;
+    const x = (ts) => left + ((ts - (now - span)) / span) * plotW;
+    const y = (value) => top + plotH - (value / max) * plotH;
+    ctx.font = "11px system-ui, sans-serif";
     ctx.lineWidth = 1;
-    for (let i = 1; i < 4; i += 1) {
+    ctx.fillStyle = "#656d76";
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    const steps = String(max).startsWith("2") ? 4 : 5; // round values on every line
+    for (let i = 0; i <= steps; i += 1) {
+      const value = (max * i) / steps;
+      ctx.strokeStyle = i === 0 ? "#999" : "#e4e4e4";
       ctx.beginPath();
-      ctx.moveTo(0, (height * i) / 4);
-      ctx.lineTo(width, (height * i) / 4);
+      ctx.moveTo(left, y(value));
+      ctx.lineTo(width - right, y(value));
       ctx.stroke();
+      ctx.fillText(`${shortNumber(value)}/s`, left - 4, y(value));
+    }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    const firstTick = Math.ceil((now - span) / 60) * 60;
+    for (let tick = firstTick; tick <= now; tick += 60) {
+      ctx.strokeStyle = "#e4e4e4";
+      ctx.beginPath();
+      ctx.moveTo(x(tick), top);
+      ctx.lineTo(x(tick), top + plotH);
+      ctx.stroke();
+      ctx.fillText(clock(tick).slice(0, 5), x(tick), top + plotH + 4);
     }
     for (const [index, colour] of [[1, "#2563eb"], [2, "#ea580c"]]) {
       ctx.strokeStyle = colour;
       ctx.lineWidth = 2;
       ctx.beginPath();
-      chart.forEach((point, i) => {
-        if (i === 0) ctx.moveTo(x(point[0]), y(point[index]));
+      let started = false;
+      for (const point of chart) {
+        if (point[0] < now - span) continue;
+        if (!started) ctx.moveTo(x(point[0]), y(point[index]));
         else ctx.lineTo(x(point[0]), y(point[index]));
-      });
+        started = true;
+      }
       ctx.stroke();
     }
-    $("#chart-max").textContent = `scale: 0 to ${max.toFixed(0)}/s`;
+    canvas.dataset.points = String(chart.length);
+    const last = chart.length ? chart[chart.length - 1] : [now, 0, 0];
+    $("#chart-max").textContent =
+      `now: ${last[1]} in/s, ${last[2]} deliveries/s; peak ${shortNumber(peak)}/s (UTC time axis)`;
   }
 
   // ------------------------------------------------------------------ the push channel
@@ -326,7 +433,7 @@
       switch (message.type) {
         case "init":
           onStats(message.stats);
-          chart = message.chart;
+          chart = message.chart.slice(-CHART_SECONDS);
           drawChart();
           onBans(message.bans);
           onMutes(message.mutes);
@@ -356,9 +463,8 @@
 
   // ------------------------------------------------------------------ forms
 
-  async function submitAction(form, submitter) {
-    const url = submitter && submitter.formAction ? submitter.formAction : form.action;
-    const body = new URLSearchParams(new FormData(form, submitter));
+  // POST a form (or a dialog's fields) as the page's script: JSON back, a status line.
+  async function post(url, body, form) {
     let response;
     try {
       response = await fetch(url, {
@@ -376,9 +482,93 @@
       return;
     }
     const data = await response.json().catch(() => ({}));
-    if (response.ok) say(data.message || "Done.", false);
-    else say(`Error: ${(data.error && data.error.message) || response.statusText}`, true);
+    if (response.ok) {
+      say(data.message || "Done.", false);
+      if (form) form.reset(); // the next action starts from the defaults, not the last target
+    } else {
+      say(`Error: ${(data.error && data.error.message) || response.statusText}`, true);
+    }
   }
+
+  function submitAction(form, submitter) {
+    // A button's formAction is the page's own URL when it has no formaction
+    // attribute: only a button that declares one overrides the form's action.
+    const url = submitter && submitter.hasAttribute("formaction") ? submitter.formAction : form.action;
+    const body = new URLSearchParams(new FormData(form, submitter));
+    post(url, body, form.classList.contains("action") ? form : null);
+  }
+
+  const VERBS = { kick: "Kick", mute: "Mute", ban: "Ban" };
+
+  // Open the reason/duration dialog for a row's button or for the bulk form.
+  function openDialog(act) {
+    pendingAct = act;
+    $("#dialog-title").textContent = act.title;
+    $("#dialog-target").textContent = act.target;
+    $("#dialog-reason").value = act.reason || "";
+    $("#dialog-duration").value = act.duration || (act.op === "mute" ? "10m" : "1h");
+    $("#dialog-by").value = act.by || "name";
+    $("#dialog-duration-label").hidden = act.op === "kick";
+    $("#dialog-by-label").hidden = act.op !== "ban";
+    dialog.showModal();
+    $("#dialog-reason").focus();
+  }
+
+  function rowAct(form) {
+    const op = form.dataset.op;
+    const id = Number(form.elements.conn_id.value);
+    const entry = connRows.get(id);
+    const who = entry ? `${entry.row.name} (connection ${id}, ${entry.row.address})` : `connection ${id}`;
+    openDialog({ op, title: `${VERBS[op]} ${entry ? entry.row.name : id}?`, target: who, url: form.action, ids: [id] });
+  }
+
+  function bulkAct(submitter) {
+    const op = submitter ? submitter.value : "kick";
+    const ids = [...document.querySelectorAll('input.pick[form="bulk-form"]:checked')].map((box) => Number(box.value));
+    if (!ids.length) {
+      say("Select at least one row first.", true);
+      return;
+    }
+    openDialog({
+      op,
+      title: `${VERBS[op]} ${ids.length} connection(s)?`,
+      target: `connections ${ids.join(", ")}`,
+      url: "/admin/action/bulk",
+      ids,
+      bulk: true,
+      reason: bulkForm.elements.reason.value,
+      duration: bulkForm.elements.duration.value,
+      by: bulkForm.elements.by.value,
+    });
+  }
+
+  function confirmDialog() {
+    const act = pendingAct;
+    pendingAct = null;
+    dialog.close();
+    if (!act) return;
+    const body = new URLSearchParams();
+    body.set("csrf", csrf);
+    body.set("reason", $("#dialog-reason").value);
+    if (act.op !== "kick") body.set("duration", $("#dialog-duration").value);
+    if (act.op === "ban") body.set("by", $("#dialog-by").value);
+    if (act.bulk) {
+      body.set("op", act.op);
+      for (const id of act.ids) body.append("conn_ids", String(id));
+    } else {
+      body.set("conn_id", String(act.ids[0]));
+    }
+    post(act.url, body, act.bulk ? bulkForm : null);
+  }
+
+  dialogForm.addEventListener("submit", (event) => {
+    event.preventDefault(); // Enter in a field or Confirm
+    confirmDialog();
+  });
+  $("#dialog-cancel").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => {
+    pendingAct = null; // Escape or Cancel: nothing happens
+  });
 
   document.addEventListener("submit", (event) => {
     const form = event.target;
@@ -386,10 +576,32 @@
       event.preventDefault();
       filterForm.elements.page.value = "1";
       sendView();
+    } else if (form === dialogForm) {
+      return;
+    } else if (form.classList.contains("row-act")) {
+      event.preventDefault();
+      rowAct(form);
+    } else if (form === bulkForm) {
+      event.preventDefault();
+      bulkAct(event.submitter);
     } else if (form.classList.contains("action") || form.classList.contains("inline")) {
       event.preventDefault();
       submitAction(form, event.submitter);
     }
+  });
+
+  if (pickAll) pickAll.addEventListener("change", () => {
+    for (const box of connBody.querySelectorAll("input.pick")) box.checked = pickAll.checked;
+  });
+
+  roomBody.addEventListener("click", (event) => {
+    const link = event.target.closest("a.room-link");
+    if (!link) return;
+    event.preventDefault();
+    for (const key of ["q", "name", "address"]) filterForm.elements[key].value = "";
+    filterForm.elements.room.value = link.textContent;
+    filterForm.elements.page.value = "1";
+    sendView();
   });
 
   let filterTimer = null;
@@ -406,21 +618,14 @@
     filterForm.elements.page.value = String(page);
     sendView();
   }
-  $("#prev-page").addEventListener("click", () => turnPage(-1));
-  $("#next-page").addEventListener("click", () => turnPage(1));
-
-  connBody.addEventListener("click", (event) => {
-    const button = event.target.closest("button.select");
-    if (!button) return;
-    const id = Number(button.dataset.conn);
-    const entry = connRows.get(id);
-    $("#act-conn").value = String(id);
-    $("#act-target").textContent = entry
-      ? `${entry.row.name} (${entry.row.address}, user ${entry.row.user_id})`
-      : `connection ${id}`;
-    for (const tr of connBody.querySelectorAll("tr.selected")) tr.classList.remove("selected");
-    button.closest("tr").classList.add("selected");
-    $("#act-reason").focus();
+  // Links that page without script; with it, the push channel turns the page.
+  $("#prev-page").addEventListener("click", (event) => {
+    event.preventDefault();
+    turnPage(-1);
+  });
+  $("#next-page").addEventListener("click", (event) => {
+    event.preventDefault();
+    turnPage(1);
   });
 
   // Rows rendered by the server become live rows once the channel resets the table.
