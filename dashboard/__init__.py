@@ -42,7 +42,7 @@ def setup_dashboard(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[OPERATORS] = Operators.from_specs(settings.operators, settings.admin_token)
     _setup_metrics(app)
-    app[LIVE] = LiveHub(hub, moderation, sessions, app[ROOM_LOG])
+    app[LIVE] = LiveHub(hub, moderation, sessions, app[ROOM_LOG], app[HEALTH])
 
     admin = web.Application()
     admin.on_response_prepare.append(dashboard_headers)

@@ -41,11 +41,13 @@ from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.hub import ConnectionChange, Hub
 from chatserver.moderation import Change, Moderation
+from chatserver.health import Health
 from chatserver.roomlog import RoomLog
 
 from .auth import AdminSession, SessionStore
 from .rows import (
     ConnectionQuery,
+    problems_text,
     Row,
     connection_row,
     message_row,
@@ -102,10 +104,16 @@ class LiveHub:
     """All open dashboards, the shared sampler and the 1 s tick."""
 
     def __init__(
-        self, hub: Hub, moderation: Moderation, sessions: SessionStore, room_log: RoomLog
+        self,
+        hub: Hub,
+        moderation: Moderation,
+        sessions: SessionStore,
+        room_log: RoomLog,
+        health: Health,
     ) -> None:
         self.hub = hub
         self.room_log = room_log
+        self.health = health
         self.moderation = moderation
         self.sessions = sessions
         self.sampler = Sampler(hub)
@@ -148,7 +156,9 @@ class LiveHub:
             self.node = request_node(self.hub, request.transport.get_extra_info("sockname"))
 
     def stats(self) -> Row:
-        return server_stats(self.hub, self.sampler.in_rate, self.sampler.out_rate, self.node)
+        stats = server_stats(self.hub, self.sampler.in_rate, self.sampler.out_rate, self.node)
+        stats["problems"] = problems_text(self.health)
+        return stats
 
     def _on_connection(self, change: ConnectionChange, conn: Connection) -> None:
         for viewer in self.viewers:

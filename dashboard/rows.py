@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
+from chatserver.health import Health
 from chatserver.hub import Hub, Room
 from chatserver.protocol import MessageEvent, parse_uint
 
@@ -253,6 +254,15 @@ def server_stats(hub: Hub, in_rate: float, out_rate: float, node: str) -> Row:
         "rss_bytes": rss_bytes(),
         "node": node,
     }
+
+
+def problems_text(health: Health) -> str:
+    """The dashboard banner: what does not work now ("" when all does)."""
+    return "; ".join(
+        f"{component} unavailable since {time.strftime('%H:%M:%S', time.gmtime(outage.since))} UTC"
+        f" ({outage.failures} failed): {outage.reason}"
+        for component, outage in sorted(health.outages.items())
+    )
 
 
 def page_url(query: ConnectionQuery, page: int) -> str:

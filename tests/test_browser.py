@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,8 +35,9 @@ def browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@contextlib.asynccontextmanager
+async def browser_session() -> AsyncIterator[Browser]:
+    """A real headless Chromium (Debian's); skipped, or failed in CI, without one."""
     reason = browser_missing()
     if reason is not None:
         if os.environ.get("CHAT_REQUIRE_BROWSER") == "1":
@@ -49,6 +51,12 @@ async def browser() -> AsyncIterator[Browser]:
             yield chromium
         finally:
             await chromium.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with browser_session() as chromium:
+        yield chromium
 
 
 @pytest.fixture

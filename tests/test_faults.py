@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ChatServer, Connect, Peer, make_settings
+from tests.conftest import ADMIN_TOKEN, ChatServer, Connect, Peer, make_settings
 
 MOUNT_SIZE = "2m"
 
@@ -133,3 +133,39 @@ async def test_second_embedded_server_on_one_database_is_refused(tmp_path: Path)
             await second.start()
     finally:
         await first.stop()
+
+
+async def test_dashboard_shows_a_banner_while_the_store_cannot_write(
+    small_disk: Path, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    """A full disk puts a banner naming the store on an open dashboard (live), and
+    on a freshly loaded one; it goes away when writes work again."""
+    from tests.test_browser import browser_session
+
+    server = ChatServer(make_settings(small_disk, db=str(small_disk / "chat.db")))
+    await server.start()
+    try:
+        async with browser_session() as browser:
+            page = await browser.new_page()
+            base = f"http://127.0.0.1:{server.settings.port}"
+            await page.goto(base + "/admin/")
+            await page.fill("#token", ADMIN_TOKEN)
+            await page.click("form button[type=submit]")
+            await page.wait_for_selector('body[data-live="1"]')
+            assert await page.is_hidden("#health")
+            sender = await connect(json=True, server=server, name="sender")
+            await sender.until_type("welcome")
+            filler = fill(small_disk)
+            for i in range(400):
+                if (await post(sender, f"{i} " + "x" * 2000))["type"] == "error":
+                    break
+            await page.wait_for_selector("#health:not([hidden])", timeout=10_000)
+            assert "store unavailable" in (await page.text_content("#health") or "")
+            await page.reload()
+            assert "store unavailable" in (await page.text_content("#health") or "")
+            await page.screenshot(path=str(small_disk.parent / "banner.png"))
+            filler.unlink()
+            assert (await post(sender, "space is back"))["type"] == "message"
+            await page.wait_for_selector("#health[hidden]", state="attached", timeout=10_000)
+    finally:
+        await server.stop()

@@ -304,6 +304,7 @@
       if (key === "started") started = value;
       const cell = $(`[data-stat="${key}"]`);
       if (cell && key !== "uptime") cell.textContent = key === "rss_bytes" ? bytes(value) : String(value);
+      if (cell && key === "problems") cell.hidden = !value; // the outage banner
     }
     if (stats.sample) {
       chart.push(stats.sample);
