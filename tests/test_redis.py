@@ -319,3 +319,54 @@ async def test_a_nodes_events_keep_their_order_across_nodes(
         if event.get("user", {}).get("id") == mover.welcome["user"]["id"]:  # type: ignore[attr-defined]
             kinds.append(event["type"])
     assert kinds == ["join", "message", "nick", "leave"]
+
+
+async def test_retention_by_count_and_age_on_redis(
+    tmp_path: Any, redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    """Each room's stream keeps at most --history-max-messages, and the sweep
+    removes messages older than --history-max-age; history and resume say so."""
+    from chatserver.app import apply_retention
+    from tests.conftest import ChatServer, make_settings
+
+    server = ChatServer(make_settings(tmp_path, redis_url=redis_server.url, history_max_messages=5))
+    await server.start()
+    try:
+        talker = await http.ws_connect(server.url(name="talker"), protocols=JSON)
+        client = Peer(talker)
+        await client.until_type("welcome")
+        for n in range(12):
+            await send(client, f"m{n}")
+        await messages(client, 12)
+        await client.send_json(type="history", room="lobby", limit=50)
+        kept = (await client.until_type("history"))["messages"]
+        assert [m["id"] for m in kept] == [8, 9, 10, 11, 12]
+        await server.stop()
+        await server.start(history_max_age=0.5)
+        await asyncio.sleep(1.0)
+        assert server.app is not None
+        assert await apply_retention(server.app) == 5
+        again = Peer(await http.ws_connect(server.url(name="later"), protocols=JSON))
+        await again.until_type("welcome")
+        await again.send_json(type="history", room="lobby", limit=50)
+        assert (await again.until_type("history"))["messages"] == []
+    finally:
+        await server.stop()
+
+
+async def test_operator_delete_reaches_every_node(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """Deleting a message through one node's API removes it from the shared
+    history and tells members on the other node."""
+    first, second = nodes(2)
+    speaker = await peer(http, first, name="speaker")
+    reader = await peer(http, second, name="reader")
+    await send(speaker, "oops")
+    (message,) = await messages(reader, 1)
+    status, body = await api(http, first, "DELETE", f"rooms/lobby/messages/{message['id']}")
+    assert status == 200, body
+    deleted = await reader.until_type("delete")
+    assert (deleted["room"], deleted["id"]) == ("lobby", message["id"])
+    await reader.send_json(type="history", room="lobby", limit=10)
+    assert (await reader.until_type("history"))["messages"] == []
