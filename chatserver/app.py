@@ -11,7 +11,7 @@ from aiohttp import web
 
 from dashboard import setup_dashboard
 
-from .engine import Engine, build_engine
+from .engine import build_engine
 from .health import Health
 from .heartbeat import run_heartbeats
 from .hub import Hub
@@ -19,6 +19,7 @@ from .keys import (
     ADDRESSES,
     BROKER,
     DIRECTORY,
+    ENGINE,
     HEALTH,
     HUB,
     MODERATION,
@@ -35,7 +36,6 @@ from .ws import chat_socket
 
 log = logging.getLogger(__name__)
 RETENTION_INTERVAL = 60.0
-ENGINE = web.AppKey("engine", Engine)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -12,6 +12,7 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from .broker import Broker, MemoryBroker
 from .database import Database
@@ -21,6 +22,9 @@ from .health import Health
 from .modstore import ModerationStore, SqliteModerationStore
 from .roomlog import RoomLog, SqliteRoomLog
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .redis_link import RedisLink
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,6 +38,8 @@ class Engine:
     # Opened before the seams, closed after them (the SQLite file, the Redis client).
     backing: Callable[[], AsyncIterator[None]]
     periodic: Callable[[], Awaitable[int]]  # retention and expiry sweeps
+    # Redis mode's connection, for other shared state (the dashboard's sessions).
+    link: RedisLink | None = None
 
 
 def node_name(settings: Settings) -> str:

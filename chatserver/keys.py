@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .broker import Broker
 from .directory import Directory
+from .engine import Engine
 from .health import Health
 from .hub import Hub
 from .limits import AddressCounter
@@ -15,6 +16,7 @@ from .roomlog import RoomLog
 from .settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", Engine)
 HEALTH = web.AppKey("health", Health)
 HUB = web.AppKey("hub", Hub)
 # Protocols (several implementations): typed by annotation, not by a class.

@@ -34,4 +34,5 @@ def build_redis_engine(settings: Settings, health: Health, node: str) -> Engine:
     async def periodic() -> int:
         return await room_log.prune(settings.history_max_messages, settings.history_max_age)
 
-    return Engine(room_log, directory, broker, RedisModerationStore(link), backing, periodic)
+    modstore = RedisModerationStore(link)
+    return Engine(room_log, directory, broker, modstore, backing, periodic, link)

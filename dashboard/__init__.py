@@ -16,12 +16,13 @@ import jinja2
 from aiohttp import WSCloseCode, web
 
 import chatserver
+from chatserver.engine import Engine
 from chatserver.errors import SettingsError
-from chatserver.keys import HEALTH, HUB, MODERATION, ROOM_LOG, SETTINGS
+from chatserver.keys import ENGINE, HEALTH, HUB, MODERATION, ROOM_LOG, SETTINGS
 from chatserver.metrics import ChatCollector, new_registry
 
 from .api import create_api
-from .auth import AttemptLimiter, SessionStore
+from .auth import AdminSessions, AttemptLimiter, Attempts, SessionStore
 from .keys import LIMITER, LIVE, METRICS, OPERATORS, REGISTRY, SESSIONS
 from .live import LiveHub
 from .roles import Operators
@@ -35,12 +36,11 @@ CHAT_STATIC_DIR = Path(chatserver.__file__).parent / "static"
 
 def setup_dashboard(app: web.Application) -> None:
     """Mount the admin sub-app on ``app``."""
-    hub, moderation = app[HUB], app[MODERATION]
-    sessions = SessionStore()
+    hub, moderation, settings = app[HUB], app[MODERATION], app[SETTINGS]
+    operators = app[OPERATORS] = Operators.from_specs(settings.operators, settings.admin_token)
+    sessions, limiter = _access_state(app[ENGINE], operators)
     app[SESSIONS] = sessions
-    app[LIMITER] = AttemptLimiter()
-    settings = app[SETTINGS]
-    app[OPERATORS] = Operators.from_specs(settings.operators, settings.admin_token)
+    app[LIMITER] = limiter
     _setup_metrics(app)
     app[LIVE] = LiveHub(hub, moderation, sessions, app[ROOM_LOG], app[HEALTH])
 
@@ -64,6 +64,15 @@ def setup_dashboard(app: web.Application) -> None:
     app.router.add_static("/static/", CHAT_STATIC_DIR, name="chat_static")
     app.cleanup_ctx.append(_moderation_ctx)
     app.on_shutdown.append(_close_dashboards)
+
+
+def _access_state(engine: Engine, operators: Operators) -> tuple[AdminSessions, Attempts]:
+    """Logins and failed attempts: in memory, or shared by all nodes in Redis mode."""
+    if engine.link is None:
+        return SessionStore(), AttemptLimiter()
+    from .redis_auth import RedisAttemptLimiter, RedisSessionStore  # Redis mode only
+
+    return RedisSessionStore(engine.link, operators), RedisAttemptLimiter(engine.link)
 
 
 def _setup_metrics(app: web.Application) -> None:

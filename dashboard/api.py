@@ -64,14 +64,14 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
     """Bearer authentication, per-address throttling of failures, JSON errors."""
     address = client_address(request, request.config_dict[SETTINGS])
     limiter = request.config_dict[LIMITER]
-    wait = limiter.retry_after(address)
+    wait = await limiter.retry_after(address)
     if wait > 0:
         response = error_response(429, "too_many_attempts", "too many failed attempts; wait")
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
     operator = request.config_dict[OPERATORS].authenticate(bearer_token(request))
     if operator is None:
-        limiter.hit(address)
+        await limiter.hit(address)
         return error_response(
             401, "unauthorized", "a valid 'Authorization: Bearer TOKEN' is needed"
         )

@@ -17,6 +17,7 @@ import hmac
 import logging
 import secrets
 import time
+from typing import Protocol
 
 from aiohttp import web
 
@@ -96,26 +97,54 @@ class AdminSession:
         return now - self.created > SESSION_TTL or now - self.last_seen > SESSION_IDLE
 
 
+class AdminSessions(Protocol):
+    """Logged-in browsers; shared by every node in Redis mode."""
+
+    async def create(self, address: str, operator: Operator) -> AdminSession: ...
+
+    async def get(self, sid: str, touch: bool = True) -> AdminSession | None:
+        """The live session with this id (refreshing its idle timer), else None."""
+
+    async def save(self, session: AdminSession) -> None:
+        """Keep a change to ``session`` (its flash line)."""
+
+    async def alive(self, session: AdminSession) -> bool: ...
+
+    async def drop(self, sid: str) -> None: ...
+
+
+class Attempts(Protocol):
+    """Failed logins and API calls per address; shared by every node in Redis mode."""
+
+    async def retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may try again (0: now)."""
+
+    async def hit(self, address: str) -> None: ...
+
+
+def new_session(address: str, operator: Operator) -> AdminSession:
+    now = time.time()
+    return AdminSession(
+        secrets.token_urlsafe(32), secrets.token_urlsafe(32), address, now, now, operator
+    )
+
+
 class SessionStore:
     """Dashboard sessions in memory; a restart logs everyone out."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, AdminSession] = {}
 
-    def create(self, address: str, operator: Operator) -> AdminSession:
+    async def create(self, address: str, operator: Operator) -> AdminSession:
         self.prune()
         if len(self._sessions) >= MAX_SESSIONS:
             oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
-            self.drop(oldest.sid)
-        now = time.time()
-        session = AdminSession(
-            secrets.token_urlsafe(32), secrets.token_urlsafe(32), address, now, now, operator
-        )
+            self._sessions.pop(oldest.sid, None)
+        session = new_session(address, operator)
         self._sessions[session.sid] = session
         return session
 
-    def get(self, sid: str, touch: bool = True) -> AdminSession | None:
-        """The live session with this id (refreshing its idle timer), else None."""
+    async def get(self, sid: str, touch: bool = True) -> AdminSession | None:
         if not sid or len(sid) > MAX_TOKEN_CHARS:
             return None
         session = self._sessions.get(sid)
@@ -123,22 +152,25 @@ class SessionStore:
             return None
         now = time.time()
         if session.expired(now):
-            self.drop(sid)
+            self._sessions.pop(sid, None)
             return None
         if touch:
             session.last_seen = now
         return session
 
-    def alive(self, session: AdminSession) -> bool:
+    async def save(self, session: AdminSession) -> None:
+        return None  # the object is the stored one
+
+    async def alive(self, session: AdminSession) -> bool:
         return self._sessions.get(session.sid) is session and not session.expired(time.time())
 
-    def drop(self, sid: str) -> None:
+    async def drop(self, sid: str) -> None:
         self._sessions.pop(sid, None)
 
     def prune(self) -> None:
         now = time.time()
         for sid in [sid for sid, s in self._sessions.items() if s.expired(now)]:
-            self.drop(sid)
+            self._sessions.pop(sid, None)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -152,12 +184,11 @@ class AttemptLimiter:
         self.refill = refill
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
 
-    def retry_after(self, address: str) -> float:
-        """Seconds until ``address`` may try again (0: now)."""
+    async def retry_after(self, address: str) -> float:
         tokens = self._tokens(address, time.monotonic())
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) * self.refill
 
-    def hit(self, address: str) -> None:
+    async def hit(self, address: str) -> None:
         now = time.monotonic()
         self._buckets[address] = (max(self._tokens(address, now) - 1.0, 0.0), now)
         if len(self._buckets) > 10_000:

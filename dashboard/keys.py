@@ -9,12 +9,13 @@ from prometheus_client import CollectorRegistry
 from chatserver.keys import MODERATION
 from chatserver.metrics import ChatCollector
 
-from .auth import AttemptLimiter, SessionStore
+from .auth import AdminSessions, Attempts
 from .live import LiveHub
 from .roles import Operators
 
-SESSIONS = web.AppKey("admin_sessions", SessionStore)
-LIMITER = web.AppKey("admin_attempt_limiter", AttemptLimiter)
+# Protocols (memory or Redis): typed by annotation.
+SESSIONS: web.AppKey[AdminSessions] = web.AppKey("admin_sessions")
+LIMITER: web.AppKey[Attempts] = web.AppKey("admin_attempt_limiter")
 LIVE = web.AppKey("admin_live", LiveHub)
 OPERATORS = web.AppKey("admin_operators", Operators)
 METRICS = web.AppKey("metrics_collector", ChatCollector)

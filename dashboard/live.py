@@ -39,18 +39,18 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
+from chatserver.health import Health
 from chatserver.hub import ConnectionChange, Hub
 from chatserver.moderation import Change, Moderation
-from chatserver.health import Health
 from chatserver.roomlog import RoomLog
 
-from .auth import AdminSession, SessionStore
+from .auth import AdminSession, AdminSessions
 from .rows import (
     ConnectionQuery,
-    problems_text,
     Row,
     connection_row,
     message_row,
+    problems_text,
     request_node,
     room_members,
     room_rows,
@@ -107,7 +107,7 @@ class LiveHub:
         self,
         hub: Hub,
         moderation: Moderation,
-        sessions: SessionStore,
+        sessions: AdminSessions,
         room_log: RoomLog,
         health: Health,
     ) -> None:
@@ -179,7 +179,6 @@ class LiveHub:
     def tick(self) -> None:
         self.sampler.sample()
         self.moderation.expire()
-        self.sessions.prune()
         if not self.viewers:
             return
         self.tick_stats = self.stats()
@@ -294,7 +293,7 @@ class Viewer:
             while not self.ws.closed:
                 await self.wake.wait()
                 self.wake.clear()
-                if not self.live.sessions.alive(self.session):
+                if not await self.live.sessions.alive(self.session):
                     await self.close(CLOSE_SESSION_ENDED, "session expired: log in again")
                     return
                 if self.room and self.pending & {"tick", "init"}:

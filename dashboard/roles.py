@@ -167,6 +167,12 @@ class Operators:
             self._known[key] = found
         return found
 
+    def named(self, name: str) -> Operator | None:
+        """The operator called ``name`` (a shared session names its operator)."""
+        if name == ADMIN_NAME and self.admin_token:
+            return Operator(ADMIN_NAME, "admin")
+        return next((o for o in self.declared if o.name == name), None)
+
     def listing(self) -> list[dict[str, str]]:
         admin = [Operator(ADMIN_NAME, "admin").as_dict()] if self.admin_token else []
         return admin + [operator.as_dict() for operator in self.declared]

@@ -44,10 +44,10 @@ async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
     networks = trusted_networks(settings.metrics_addresses)
     if not address_trusted(address, networks):
         limiter = config[LIMITER]
-        if limiter.retry_after(address) > 0:
+        if await limiter.retry_after(address) > 0:
             raise web.HTTPTooManyRequests(text="too many failed attempts; wait\n")
         if config[OPERATORS].authenticate(bearer_token(request)) is None:
-            limiter.hit(address)
+            await limiter.hit(address)
             raise web.HTTPUnauthorized(
                 text="an operator token or an address in --metrics-addresses is needed\n",
                 headers={"WWW-Authenticate": 'Bearer realm="chatserver metrics"'},

@@ -60,8 +60,16 @@ HOME_URL = "/admin/"
 ROW_OPS = (("kick", "Kick", ""), ("mute", "Mute", "10m"), ("ban", "Ban", "1h"))
 
 
-def current_session(request: web.Request) -> AdminSession | None:
-    return request.config_dict[SESSIONS].get(request.cookies.get(SESSION_COOKIE, ""))
+async def _take_flash(request: web.Request, session: AdminSession) -> str:
+    """The session's one-time status line, cleared as it is shown."""
+    flash, session.flash = session.flash, ""
+    if flash:
+        await request.config_dict[SESSIONS].save(session)
+    return flash
+
+
+async def current_session(request: web.Request) -> AdminSession | None:
+    return await request.config_dict[SESSIONS].get(request.cookies.get(SESSION_COOKIE, ""))
 
 
 def address_of(request: web.Request) -> str:
@@ -125,7 +133,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not same_origin(request):
         return _refusal(request, 403, "cross-site login refused")
     limiter = request.config_dict[LIMITER]
-    wait = limiter.retry_after(address)
+    wait = await limiter.retry_after(address)
     if wait > 0:
         response = _login_form(request, 429, "Too many attempts. Wait a minute and try again.")
         response.headers["Retry-After"] = str(int(wait) + 1)
@@ -139,10 +147,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         request.config_dict[OPERATORS].authenticate(token) if isinstance(token, str) else None
     )
     if operator is None:
-        limiter.hit(address)
+        await limiter.hit(address)
         log.warning("failed dashboard login from %s", address)
         return _login_form(request, 401, "Wrong operator token.")
-    session = request.config_dict[SESSIONS].create(address, operator)
+    session = await request.config_dict[SESSIONS].create(address, operator)
     await request.config_dict[MODERATION].record(
         operator.actor("dashboard", address), "login", "dashboard"
     )
@@ -153,13 +161,13 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         raise web.HTTPSeeOther(LOGIN_URL)
     refusal = await _check_post(request, session)
     if refusal is not None:
         return refusal
-    request.config_dict[SESSIONS].drop(session.sid)
+    await request.config_dict[SESSIONS].drop(session.sid)
     await request.config_dict[LIVE].end_session(session)
     await request.config_dict[MODERATION].record(
         session.operator.actor("dashboard", address_of(request)), "logout", "dashboard"
@@ -186,13 +194,13 @@ async def _check_post(request: web.Request, session: AdminSession) -> web.Respon
 
 
 async def dashboard_page(request: web.Request) -> web.StreamResponse:
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         raise web.HTTPSeeOther(LOGIN_URL)
     hub, live = request.config_dict[HUB], request.config_dict[LIVE]
     moderation = request.config_dict[MODERATION]
     live.learn_node(request)
-    flash, session.flash = session.flash, ""
+    flash = await _take_flash(request, session)
     try:
         query = ConnectionQuery.parse(request.query)
     except CommandError as exc:
@@ -223,12 +231,12 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
 
 async def room_page(request: web.Request) -> web.StreamResponse:
     """One room: its members and its live message stream, with actions on both."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         raise web.HTTPSeeOther(LOGIN_URL)
     hub, room_log = request.config_dict[HUB], request.config_dict[ROOM_LOG]
     name = request.match_info["room"].lstrip("#")
-    flash, session.flash = session.flash, ""
+    flash = await _take_flash(request, session)
     messages, _ = await room_log.before(name, None, ROOM_MESSAGES)
     context: dict[str, Any] = {
         "version": __version__,
@@ -245,7 +253,7 @@ async def room_page(request: web.Request) -> web.StreamResponse:
 
 
 async def live_channel(request: web.Request) -> web.StreamResponse:
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return _refusal(request, 401, "log in first")
     if not same_origin(request):
@@ -260,7 +268,7 @@ async def live_channel(request: web.Request) -> web.StreamResponse:
 
 async def action(request: web.Request) -> web.StreamResponse:
     """``POST /admin/action/{name}`` from a dashboard form."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return _refusal(request, 401, "log in first")
     refusal = await _check_post(request, session)
@@ -284,10 +292,12 @@ async def action(request: web.Request) -> web.StreamResponse:
         if _wants_json(request):
             return error_response(actions.status_of(exc), exc.code, exc.message)
         session.flash = f"Error: {exc.message}"
+        await config[SESSIONS].save(session)
         raise web.HTTPSeeOther(_back(request)) from None
     if _wants_json(request):
         return outcome_response(outcome)
     session.flash = outcome.message
+    await config[SESSIONS].save(session)
     raise web.HTTPSeeOther(_back(request))
 
 

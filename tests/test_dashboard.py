@@ -195,7 +195,7 @@ async def test_expired_session_is_refused(client: Client) -> None:
     """A session past its lifetime no longer opens the dashboard."""
     await log_in(client)
     assert client.app is not None
-    session = client.app[SESSIONS].get(session_cookie(client))
+    session = await client.app[SESSIONS].get(session_cookie(client))
     assert session is not None
     session.created -= 9 * 3600
     async with client.get("/admin/", allow_redirects=False) as response:

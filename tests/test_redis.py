@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ADMIN_AUTH, JSON, Peer, RedisServer, ServerProcess
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, JSON, Peer, RedisServer, ServerProcess
 
 PRESENCE_TTL = 3.0
 
@@ -370,3 +371,47 @@ async def test_operator_delete_reaches_every_node(
     assert (deleted["room"], deleted["id"]) == ("lobby", message["id"])
     await reader.send_json(type="history", room="lobby", limit=10)
     assert (await reader.until_type("history"))["messages"] == []
+
+
+async def dashboard_login(http: aiohttp.ClientSession, node: ServerProcess, token: str) -> int:
+    """Post the dashboard's login form on ``node``; the answer's status."""
+    base = f"http://127.0.0.1:{node.port}"
+    async with http.get(base + "/admin/login") as response:
+        page = await response.text()
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None
+    async with http.post(
+        base + "/admin/login",
+        data={"csrf": match.group(1), "token": token},
+        allow_redirects=False,
+    ) as response:
+        return response.status
+
+
+async def test_dashboard_login_and_its_limit_are_shared_by_every_node(
+    nodes: Callable[[int], list[ServerProcess]],
+) -> None:
+    """Logged in through one node, an operator's cookie works on the other (a
+    round-robin balancer does not log them out), logging out ends it on both,
+    and failed logins on one node count on the other."""
+    first, second = nodes(2)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        assert await dashboard_login(browser, first, ADMIN_TOKEN) == 303
+        url = f"http://127.0.0.1:{second.port}/admin/"
+        async with browser.get(url, allow_redirects=False) as response:
+            assert response.status == 200
+            page = await response.text()
+        csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
+        assert csrf is not None
+        async with browser.post(
+            url + "logout", data={"csrf": csrf.group(1)}, allow_redirects=False
+        ) as response:
+            assert response.status == 303
+        async with browser.get(
+            f"http://127.0.0.1:{first.port}/admin/", allow_redirects=False
+        ) as response:
+            assert response.status == 303, "logged out on the first node too"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as guesser:
+        statuses = [await dashboard_login(guesser, first, f"guess-{n}") for n in range(10)]
+        assert set(statuses) == {401}
+        assert await dashboard_login(guesser, second, "one more") == 429
