@@ -50,6 +50,18 @@ class SessionRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ConnInfo:
+    """Where a live connection is and whose it is: enough for an operator on any
+    node to kick, mute or ban it."""
+
+    conn_id: int
+    node: str
+    user_id: int
+    name: str
+    address: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Member:
     """One connection's presence in a room."""
 
@@ -88,13 +100,13 @@ class Directory(Protocol):
         """Make ``conn_id`` the holder of ``user_id``'s session; a holder on another
         node is told to close (4001)."""
 
-    def register(self, conn_id: int) -> None:
-        """Connection ``conn_id`` is live on this node."""
+    def register(self, info: ConnInfo) -> None:
+        """A connection is live on this node (again, after a rename)."""
 
     def unregister(self, conn_id: int) -> None: ...
 
-    async def locate(self, conn_id: int) -> str | None:
-        """The node that serves connection ``conn_id`` (None: nowhere known)."""
+    async def locate(self, conn_id: int) -> ConnInfo | None:
+        """Where connection ``conn_id`` is live (None: nowhere known)."""
 
     def joined(self, room: str, member: Member) -> None: ...
 
@@ -114,7 +126,7 @@ class LocalDirectory:
         self.db = db
         self.health = health
         self.node = node
-        self.live: set[int] = set()
+        self.live: dict[int, ConnInfo] = {}
         self.names: dict[str, tuple[int, int]] = {}  # name_key -> (user id, conn id)
         self.rooms: dict[str, dict[int, User]] = {}
         self._max_user_id = 0
@@ -165,14 +177,14 @@ class LocalDirectory:
         # One node: the hub closes the previous holder itself.
         return None
 
-    def register(self, conn_id: int) -> None:
-        self.live.add(conn_id)
+    def register(self, info: ConnInfo) -> None:
+        self.live[info.conn_id] = info
 
     def unregister(self, conn_id: int) -> None:
-        self.live.discard(conn_id)
+        self.live.pop(conn_id, None)
 
-    async def locate(self, conn_id: int) -> str | None:
-        return self.node if conn_id in self.live else None
+    async def locate(self, conn_id: int) -> ConnInfo | None:
+        return self.live.get(conn_id)
 
     def joined(self, room: str, member: Member) -> None:
         self.rooms.setdefault(room, {})[member.conn_id] = member.user

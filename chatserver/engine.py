@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .broker import Broker, MemoryBroker
+from .census import Census, LocalCensus
 from .database import Database
 from .directory import Directory, LocalDirectory
 from .errors import SettingsError
@@ -35,6 +36,7 @@ class Engine:
     directory: Directory
     broker: Broker
     moderation_store: ModerationStore
+    census: Census
     # Opened before the seams, closed after them (the SQLite file, the Redis client).
     backing: Callable[[], AsyncIterator[None]]
     periodic: Callable[[], Awaitable[int]]  # retention and expiry sweeps
@@ -75,4 +77,5 @@ def build_embedded_engine(settings: Settings, health: Health) -> Engine:
         await directory.prune()
         return deleted
 
-    return Engine(room_log, directory, broker, SqliteModerationStore(db), backing, periodic)
+    modstore = SqliteModerationStore(db)
+    return Engine(room_log, directory, broker, modstore, LocalCensus(), backing, periodic)

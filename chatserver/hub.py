@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode
 
 from .broker import AnyControl, Broker, KickConnection, ModerationChanged, TakeOver
 from .connection import Connection, Outbox
-from .directory import Directory, Member, SessionRecord
+from .directory import ConnInfo, Directory, Member, SessionRecord
 from .errors import CommandError
 from .modstore import Ban
 from .protocol import (
@@ -126,7 +126,7 @@ class Hub:
         self._take_over(conn.user.id, conn.conn_id)
         await self.directory.take_session(conn.user.id, conn.conn_id)
         self.connections[conn.conn_id] = conn
-        self.directory.register(conn.conn_id)
+        self.directory.register(self.info(conn))
         self.users[conn.user.id] = conn
         self.names[name_key(conn.name)] = conn
         self._notify("connect", conn)
@@ -155,6 +155,7 @@ class Hub:
         conn.user = User(conn.user.id, name)
         self.names[name_key(name)] = conn
         self._set_presence(conn, joined=True)
+        self.directory.register(self.info(conn))
         self.broker.publish(
             NickEvent(user=conn.user, old=old, rooms=list(conn.rooms), ts=time.time())
         )
@@ -441,6 +442,9 @@ class Hub:
                 listener(change, conn)
             except Exception:
                 log.exception("connection listener failed")
+
+    def info(self, conn: Connection) -> ConnInfo:
+        return ConnInfo(conn.conn_id, self.node, conn.user.id, conn.name, conn.remote)
 
     def find(self, conn_id: int) -> Connection | None:
         return self.connections.get(conn_id)

@@ -333,13 +333,19 @@ class Moderation:
         conn = self.hub.find(conn_id)
         if conn is not None:
             return await self.kick(conn, reason, actor)
-        node = await self.hub.directory.locate(conn_id)
-        if node is None:
+        info = await self.hub.directory.locate(conn_id)
+        if info is None:
             raise CommandError("not_found", f"connection {conn_id} is not connected")
         reason = clean_reason(reason)
-        entry = await self._audit(actor, "kick", f"conn {conn_id} (on node {node})", reason)
+        target = (
+            f"conn {conn_id} {info.name} (user {info.user_id}, {info.address}, node {info.node})"
+        )
+        entry = await self._audit(actor, "kick", target, reason)
         close_text = fit_utf8(reason, MAX_CLOSE_REASON_BYTES - len("kicked: "))
-        self.broker.control(KickConnection(conn_id, CLOSE_KICKED, close_text, reason), node)
+        command = KickConnection(
+            conn_id, CLOSE_KICKED, close_text or "kicked by an operator", reason
+        )
+        self.broker.control(command, info.node)
         return entry
 
     async def ban(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -26,7 +27,7 @@ import msgspec
 from redis.asyncio.client import Pipeline
 
 from .broker import Broker, TakeOver
-from .directory import Member, SessionRecord
+from .directory import ConnInfo, Member, SessionRecord
 from .errors import Unavailable
 from .protocol import LeaveEvent, User, name_key
 from .redis_link import RedisLink
@@ -154,17 +155,19 @@ class RedisDirectory:
 
     # ------------------------------------------------------------------ connections
 
-    def register(self, conn_id: int) -> None:
-        key, node, ttl = self.link.key("conn", conn_id), self.node, int(self.session_ttl) or None
-        self.link.later("register", lambda pipe: pipe.set(key, node, ex=ttl))
+    def register(self, info: ConnInfo) -> None:
+        key, ttl = self.link.key("conn", info.conn_id), int(self.session_ttl) or None
+        data = json.dumps(dataclasses.asdict(info))
+        self.link.later("register", lambda pipe: pipe.set(key, data, ex=ttl))
 
     def unregister(self, conn_id: int) -> None:
         key = self.link.key("conn", conn_id)
         self.link.later("unregister", lambda pipe: pipe.delete(key))
 
-    async def locate(self, conn_id: int) -> str | None:
-        node = await self.link.call("locate", self.link.redis.get(self.link.key("conn", conn_id)))
-        return None if node is None else str(node.decode())
+    async def locate(self, conn_id: int) -> ConnInfo | None:
+        key = self.link.key("conn", conn_id)
+        (raw,) = await self.link.in_order("locate", lambda pipe: pipe.get(key))
+        return None if raw is None else ConnInfo(**json.loads(raw))
 
     # ------------------------------------------------------------------ presence
 

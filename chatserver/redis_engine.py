@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from .engine import Engine
 from .health import Health
 from .redis_broker import RedisBroker
+from .redis_census import RedisCensus
 from .redis_directory import RedisDirectory
 from .redis_link import RedisLink
 from .redis_modstore import RedisModerationStore
@@ -35,4 +36,5 @@ def build_redis_engine(settings: Settings, health: Health, node: str) -> Engine:
         return await room_log.prune(settings.history_max_messages, settings.history_max_age)
 
     modstore = RedisModerationStore(link)
-    return Engine(room_log, directory, broker, modstore, backing, periodic, link)
+    census = RedisCensus(link, node)
+    return Engine(room_log, directory, broker, modstore, census, backing, periodic, link)

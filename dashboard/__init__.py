@@ -42,7 +42,8 @@ def setup_dashboard(app: web.Application) -> None:
     app[SESSIONS] = sessions
     app[LIMITER] = limiter
     _setup_metrics(app)
-    app[LIVE] = LiveHub(hub, moderation, sessions, app[ROOM_LOG], app[HEALTH])
+    engine = app[ENGINE]
+    app[LIVE] = LiveHub(hub, moderation, sessions, app[ROOM_LOG], app[HEALTH], engine.census)
 
     admin = web.Application()
     admin.on_response_prepare.append(dashboard_headers)

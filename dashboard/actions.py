@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from chatserver.connection import Connection
+from chatserver.directory import ConnInfo
 from chatserver.errors import CommandError, Unavailable
 from chatserver.hub import Hub
 from chatserver.moderation import Moderation, parse_duration, until_text
@@ -82,6 +83,17 @@ def find_connection(hub: Hub, fields: Fields) -> Connection:
     return conn
 
 
+async def located(hub: Hub, conn_id: int) -> ConnInfo:
+    """Who connection ``conn_id`` is, on whichever node serves it."""
+    conn = hub.find(conn_id)
+    if conn is not None:
+        return hub.info(conn)
+    info = await hub.directory.locate(conn_id)
+    if info is None:
+        raise CommandError("not_found", f"connection {conn_id} is not connected")
+    return info
+
+
 def live_connection(hub: Hub, conn_id: int) -> Connection:
     conn = hub.find(conn_id)
     if conn is None:
@@ -118,12 +130,12 @@ async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> O
     name, address = text_field(fields, "name"), text_field(fields, "address")
     conn_id = int_field(fields, "conn_id")
     if conn_id is not None:
-        conn = live_connection(hub, conn_id)
+        info = await located(hub, conn_id)
         by = text_field(fields, "by") or "name"
         if by not in BAN_BY:
             raise CommandError("bad_request", "by is one of: name, address, both")
-        name = conn.name if by in {"name", "both"} else None
-        address = conn.remote if by in {"address", "both"} else None
+        name = info.name if by in {"name", "both"} else None
+        address = info.address if by in {"address", "both"} else None
     record, kicked = await moderation.ban(
         name=name,
         address=address,
@@ -149,8 +161,8 @@ async def mute(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> 
     user_id, name = int_field(fields, "user_id"), text_field(fields, "name")
     conn_id = int_field(fields, "conn_id")
     if conn_id is not None:
-        conn = live_connection(hub, conn_id)
-        user_id, name = conn.user.id, conn.name
+        info = await located(hub, conn_id)
+        user_id, name = info.user_id, info.name
     record = await moderation.mute(
         user_id=user_id,
         name=name,

@@ -30,11 +30,13 @@ from .roles import authorize
 from .rows import (
     ROOM_MESSAGES,
     ConnectionQuery,
+    cluster_stats,
     connection_row,
+    merged_rooms,
     message_row,
+    page_of_rows,
     room_members,
     room_rows,
-    select,
 )
 
 log = logging.getLogger(__name__)
@@ -122,10 +124,12 @@ def outcome_response(outcome: actions.Outcome) -> web.Response:
 
 
 async def get_connections(request: web.Request) -> web.Response:
-    hub = request.config_dict[HUB]
-    selection = select(hub, ConnectionQuery.parse(request.query))
-    rows = [connection_row(hub, conn) for conn in selection.connections]
-    return web.json_response({**selection.position(), "connections": rows})
+    """A page of every node's connections (each row names its node)."""
+    hub, live = request.config_dict[HUB], request.config_dict[LIVE]
+    query = ConnectionQuery.parse(request.query)
+    remote = [row for s in await live.fresh_remote() for row in s.get("rows", [])]
+    position, rows = page_of_rows(hub, query, remote)
+    return web.json_response({**position, "connections": rows})
 
 
 async def get_connection(request: web.Request) -> web.Response:
@@ -139,6 +143,11 @@ async def get_stats(request: web.Request) -> web.Response:
     moderation = request.config_dict[MODERATION]
     live.learn_node(request)
     stats: dict[str, Any] = live.stats()
+    remote = await live.fresh_remote()
+    if remote:
+        here = {**stats, "node": request.config_dict[HUB].node}
+        stats["cluster"] = cluster_stats(here, remote)
+        stats["nodes"] = [here, *(snapshot["stats"] for snapshot in remote)]
     stats.update(bans=len(moderation.active_bans()), mutes=len(moderation.active_mutes()))
     stats["chart"] = list(live.sampler.history)[-60:]
     return web.json_response(stats)
@@ -150,7 +159,10 @@ async def get_rooms(request: web.Request) -> web.Response:
     if limit is None or not 1 <= limit <= 1000:
         raise CommandError("bad_request", "limit must be 1..1000")
     rows = room_rows(hub, live.sampler.room_rates, limit)
-    return web.json_response({"total": len(hub.rooms), "rooms": rows})
+    remote = await live.fresh_remote()
+    if remote:
+        rows = merged_rooms(rows, remote, limit)
+    return web.json_response({"total": len(rows) if remote else len(hub.rooms), "rooms": rows})
 
 
 async def delete_room_message(request: web.Request) -> web.Response:

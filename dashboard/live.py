@@ -37,6 +37,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from chatserver.census import SNAPSHOT_INTERVAL, Census, Snapshot
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.health import Health
@@ -48,13 +49,15 @@ from .auth import AdminSession, AdminSessions
 from .rows import (
     ConnectionQuery,
     Row,
+    cluster_stats,
     connection_row,
+    merged_rooms,
     message_row,
+    page_of_rows,
     problems_text,
     request_node,
     room_members,
     room_rows,
-    select,
     server_stats,
 )
 
@@ -110,8 +113,12 @@ class LiveHub:
         sessions: AdminSessions,
         room_log: RoomLog,
         health: Health,
+        census: Census,
     ) -> None:
         self.hub = hub
+        self.census = census
+        # The other nodes' latest snapshots (Redis mode), refreshed while watched.
+        self.remote: list[Snapshot] = []
         self.room_log = room_log
         self.health = health
         self.moderation = moderation
@@ -124,21 +131,24 @@ class LiveHub:
         self.tick_stats: Row = {}
         self.tick_rooms: list[Row] = []
         self._task: asyncio.Task[None] | None = None
+        self._census_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.hub.listeners.append(self._on_connection)
         self.moderation.listeners.append(self._on_moderation)
         self._task = asyncio.create_task(self._tick_loop(), name="admin-live-tick")
+        self._census_task = asyncio.create_task(self._census_loop(), name="admin-census")
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.hub.listeners.remove(self._on_connection)
         with contextlib.suppress(ValueError):
             self.moderation.listeners.remove(self._on_moderation)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._census_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.close_all(WSCloseCode.GOING_AWAY, "server shutting down")
 
     async def close_all(self, code: int, reason: str) -> None:
@@ -168,6 +178,43 @@ class LiveHub:
         for viewer in self.viewers:
             viewer.want(what)
 
+    async def _census_loop(self) -> None:
+        """Publish this node's snapshot while anyone in the cluster looks, and
+        fetch the others' while someone looks here."""
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            try:
+                if self.viewers:
+                    await self.census.want()
+                if await self.census.wanted():
+                    self.census.publish(self.snapshot())
+                self.remote = await self.census.others() if self.viewers else []
+            except CommandError:
+                pass  # the backend is down: its banner says so
+            except Exception:
+                log.exception("census round failed")
+
+    def snapshot(self) -> Snapshot:
+        """What this node tells the others: its counters, rooms and connections."""
+        stats = self.stats()
+        return {
+            "node": self.hub.node,
+            "at": time.time(),
+            "stats": {**stats, "node": self.hub.node},
+            "rooms": room_rows(self.hub, self.sampler.room_rates),
+            "rows": [connection_row(self.hub, conn) for conn in self.hub.connections.values()],
+        }
+
+    def remote_rows(self) -> list[Row]:
+        return [row for snapshot in self.remote for row in snapshot.get("rows", [])]
+
+    async def fresh_remote(self) -> list[Snapshot]:
+        """The other nodes' snapshots for an API answer: if nobody was looking,
+        give the nodes one round to publish."""
+        if await self.census.want():
+            await asyncio.sleep(SNAPSHOT_INTERVAL * 1.5)
+        return await self.census.others()
+
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK - time.time() % TICK)
@@ -184,6 +231,10 @@ class LiveHub:
         self.tick_stats = self.stats()
         del self.tick_stats["uptime"]  # the browser counts from "started"
         self.tick_rooms = room_rows(self.hub, self.sampler.room_rates)
+        if self.remote:
+            here = {**self.tick_stats, "node": self.hub.node}
+            self.tick_stats["cluster"] = cluster_stats(here, self.remote)["per_node"]
+            self.tick_rooms = merged_rooms(self.tick_rooms, self.remote, len(self.tick_rooms) or 20)
         for viewer in list(self.viewers):
             viewer.want("tick")
 
@@ -387,13 +438,12 @@ class Viewer:
         return {"type": "rooms", **message} if message else None
 
     def _conns(self, reset: bool) -> dict[str, Any] | None:
-        selection = select(self.hub, self.query)
-        fresh = {conn.conn_id: connection_row(self.hub, conn) for conn in selection.connections}
+        position, page = page_of_rows(self.hub, self.query, self.live.remote_rows())
+        fresh = {int(row["id"]): row for row in page}
         message = _diff("id", self.rows, fresh, reset)
         order = list(fresh)
         if reset or order != self.order:
             message["order"] = self.order = order
-        position = selection.position()
         if reset or position != self.position:
             message.update(position)
             self.position = position

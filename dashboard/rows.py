@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+from chatserver.census import Snapshot
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.health import Health
@@ -141,7 +142,9 @@ def _conn_id(conn: Connection) -> int:
 
 
 def node_of(hub: Hub, conn: Connection) -> str:
-    """The node serving ``conn``: hostname:port."""
+    """The node serving ``conn``: its --node-id in Redis mode, else hostname:port."""
+    if hub.settings.redis_url:
+        return hub.node
     return request_node(hub, conn.transport.get_extra_info("sockname"))
 
 
@@ -189,6 +192,74 @@ def room_rows(hub: Hub, rates: Mapping[str, float], limit: int = 20) -> list[Row
         }
         for room in rooms
     ]
+
+
+# ------------------------------------------------------------------ the whole cluster
+
+# Sort keys of a row (what SORTS reads from a live connection).
+ROW_SORTS = {
+    "buffer": "buffer_fill",
+    "messages_in": "messages_in",
+    "messages_out": "messages_out",
+    "bytes_out": "bytes_out",
+    "activity": "last_activity",
+}
+
+
+def row_matches(query: ConnectionQuery, row: Row) -> bool:
+    """:meth:`ConnectionQuery.matches` for a row (another node's connection)."""
+    name, address, rooms = str(row["name"]).casefold(), str(row["address"]), row["rooms"]
+    if query.name and query.name.casefold() not in name:
+        return False
+    if query.room and query.room.lstrip("#") not in rooms:
+        return False
+    if query.address and query.address not in address:
+        return False
+    if query.q:
+        q = query.q.casefold()
+        return q in name or q in address or any(q in room.casefold() for room in rooms)
+    return True
+
+
+def page_of_rows(
+    hub: Hub, query: ConnectionQuery, remote: list[Row]
+) -> tuple[dict[str, int], list[Row]]:
+    """The page ``query`` asks for over this node's connections and the rows of
+    the other nodes (``remote``, from the census); without those, only this node's."""
+    if not remote:
+        selection = select(hub, query)
+        return selection.position(), [connection_row(hub, c) for c in selection.connections]
+    rows = [connection_row(hub, conn) for conn in hub.connections.values()] + remote
+    matched = [row for row in rows if row_matches(query, row)]
+    page, pages, start = _page_bounds(query, len(matched))
+    if query.sort == "id":
+        matched.sort(key=lambda row: int(row["id"]))
+    else:
+        field = ROW_SORTS[query.sort]
+        matched.sort(key=lambda row: float(row[field]), reverse=True)
+    position = {"total": len(matched), "page": page, "pages": pages, "per_page": query.per_page}
+    return position, matched[start : start + query.per_page]
+
+
+def merged_rooms(local: list[Row], snapshots: list[Snapshot], limit: int) -> list[Row]:
+    """Every node's busiest rooms added up by name, largest first."""
+    rooms: dict[str, Row] = {}
+    for row in [*local, *(row for s in snapshots for row in s.get("rooms", []))]:
+        total = rooms.setdefault(
+            row["name"], {"name": row["name"], "members": 0, "messages": 0, "rate": 0.0}
+        )
+        total["members"] += row["members"]
+        total["messages"] += row["messages"]
+        total["rate"] = round(total["rate"] + row["rate"], 2)
+    return heapq.nlargest(limit, rooms.values(), key=lambda row: row["members"])
+
+
+def cluster_stats(local: Row, snapshots: list[Snapshot]) -> Row:
+    """Totals over the nodes, and each node's own figures."""
+    nodes = [local, *(s["stats"] for s in snapshots)]
+    totals = {key: sum(n.get(key, 0) for n in nodes) for key in ("connections", "users", "rooms")}
+    summary = ", ".join(f"{n['node']}: {n['connections']}" for n in nodes)
+    return {**totals, "nodes": len(nodes), "per_node": summary}
 
 
 def room_members(hub: Hub, name: str, limit: int = MAX_PER_PAGE) -> list[Row]:

@@ -415,3 +415,56 @@ async def test_dashboard_login_and_its_limit_are_shared_by_every_node(
         statuses = [await dashboard_login(guesser, first, f"guess-{n}") for n in range(10)]
         assert set(statuses) == {401}
         assert await dashboard_login(guesser, second, "one more") == 429
+
+
+async def test_operators_see_every_nodes_connections_rooms_and_stats(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """The API of any node lists the connections of all nodes with their node,
+    adds up rooms across nodes, and reports each node in stats."""
+    first, second = nodes(2)
+    clients = [  # held, so that they stay connected
+        await peer(http, first, name="here", room="shared"),
+        await peer(http, second, name="there", room="shared"),
+        await peer(http, second, name="other", room="elsewhere"),
+    ]
+    status, body = await api(http, first, "GET", "connections")
+    assert status == 200, body
+    by_name = {row["name"]: row["node"] for row in body["connections"]}
+    assert by_name == {"here": "node0", "there": "node1", "other": "node1"}
+    assert body["total"] == 3
+    status, body = await api(http, first, "GET", "connections?room=shared&sort=activity")
+    assert {row["name"] for row in body["connections"]} == {"here", "there"}
+    status, rooms = await api(http, first, "GET", "rooms")
+    members = {row["name"]: row["members"] for row in rooms["rooms"]}
+    assert members == {"shared": 2, "elsewhere": 1}
+    status, stats = await api(http, first, "GET", "stats")
+    assert stats["cluster"]["connections"] == 3
+    assert sorted(node["node"] for node in stats["nodes"]) == ["node0", "node1"]
+    assert all(not client.ws.closed for client in clients)
+
+
+async def test_dashboard_kicks_a_user_on_another_node(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """In Chromium, the dashboard of node 0 lists a user connected to node 1 with
+    its node, and its row's Kick closes that user's socket with 4500."""
+    from tests.test_browser import browser_session
+
+    first, second = nodes(2)
+    remote_user = await peer(http, second, name="faraway")
+    async with browser_session() as browser:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{first.port}/admin/")
+        await page.fill("#token", ADMIN_TOKEN)
+        await page.click("form button[type=submit]")
+        await page.wait_for_selector('body[data-live="1"]')
+        row = page.locator("#conns tr", has_text="faraway")
+        await row.wait_for(timeout=15_000)
+        assert "node1" in (await row.inner_text())
+        await row.get_by_role("button", name="Kick").click()
+        dialog = page.locator("dialog[open]")
+        await dialog.locator("input[name=reason], input").first.fill("from afar")
+        await dialog.locator("input").first.press("Enter")
+        assert (await remote_user.closed(timeout=10))[0] == 4500
+        await row.wait_for(state="detached", timeout=15_000)
