@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -468,3 +470,92 @@ async def test_dashboard_kicks_a_user_on_another_node(
         await dialog.locator("input").first.press("Enter")
         assert (await remote_user.closed(timeout=10))[0] == 4500
         await row.wait_for(state="detached", timeout=15_000)
+
+
+def test_embedded_mode_imports_nothing_of_redis(tmp_path: Any) -> None:
+    """Without --redis-url the server builds and starts without importing redis."""
+    code = (
+        "import asyncio, sys\n"
+        "from aiohttp.test_utils import TestServer\n"
+        "from chatserver.app import create_app\n"
+        "from tests.conftest import make_settings\n"
+        "from pathlib import Path\n"
+        "async def main():\n"
+        f"    server = TestServer(create_app(make_settings(Path({str(tmp_path)!r}))))\n"
+        "    await server.start_server()\n"
+        "    await server.close()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+class FreezingProxy:
+    """A TCP proxy in front of Redis that can stop passing anything to the
+    node's subscriber connections while keeping them open: a subscription that
+    looks healthy but receives nothing."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen = False
+        self.subscribers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        state = {"subscriber": False}
+
+        async def upstream() -> None:
+            while data := await reader.read(65536):
+                if b"SUBSCRIBE" in data.upper():
+                    state["subscriber"] = True
+                up_writer.write(data)
+
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                if not (self.frozen and state["subscriber"]):
+                    writer.write(data)
+
+        with contextlib.suppress(ConnectionError, OSError):
+            await asyncio.gather(upstream(), downstream())
+        writer.close()
+        up_writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_silent_subscription_is_noticed_and_nothing_is_missed(
+    redis_server: RedisServer, server_process: StartNode, http: aiohttp.ClientSession
+) -> None:
+    """When a node's subscription stays connected but delivers nothing, its own
+    probe notices, it resubscribes, and its members get every message."""
+    proxy = FreezingProxy(redis_server.port)
+    port = await proxy.start()
+    try:
+        talker_node = start_node(server_process, redis_server, 0)
+        proxied = RedisServer(redis_server.directory)
+        proxied.port = port
+        # In a thread: the proxy runs on this loop, which must not block meanwhile.
+        listener_node = await asyncio.to_thread(start_node, server_process, proxied, 1)
+        receiver = await peer(http, listener_node, name="receiver")
+        sender = await peer(http, talker_node, name="sender")
+        await send(sender, "before")
+        assert (await messages(receiver, 1))[0]["text"] == "before"
+        proxy.frozen = True
+        for n in range(5):
+            await send(sender, f"during {n}")
+        got = await messages(receiver, 5, timeout=20)
+        assert [m["text"] for m in got] == [f"during {n}" for n in range(5)]
+        assert [m["id"] for m in got] == [2, 3, 4, 5, 6]
+    finally:
+        await proxy.stop()
