@@ -14,8 +14,6 @@ implementation (memory, sessions in SQLite); the Redis one lives in
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -23,6 +21,7 @@ import sqlite3
 import time
 from typing import Protocol
 
+from .batching import Batcher
 from .database import WRITE_FAILURES, Database, in_transaction
 from .health import Health
 from .protocol import User, name_key
@@ -131,22 +130,16 @@ class LocalDirectory:
         self.rooms: dict[str, dict[int, User]] = {}
         self._max_user_id = 0
         self._conn_ids = 0
+        # Records not written yet, newest per token (loads read them first).
         self._sessions: dict[str, SessionRecord] = {}
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._writer: asyncio.Task[None] | None = None
+        self._batcher: Batcher[str] = Batcher(self._write, "chat-session-writer")
 
     async def open(self) -> None:
         self._max_user_id = await self.db.run(_open_sync)
-        self._writer = asyncio.create_task(self._write_loop(), name="chat-session-writer")
+        self._batcher.start()
 
     async def close(self) -> None:
-        await self.flush()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await self._batcher.close()
 
     async def new_user_id(self) -> int:
         self._max_user_id += 1
@@ -213,23 +206,15 @@ class LocalDirectory:
 
     def save_session(self, record: SessionRecord) -> None:
         self._sessions[record.token_hash] = record
-        self._idle.clear()
-        self._wake.set()
+        self._batcher.add(record.token_hash)
 
     async def flush(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            await self._idle.wait()
+        await self._batcher.flush()
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._sessions:
-                batch, self._sessions = self._sessions, {}
-                await self._write(list(batch.values()))
-            self._idle.set()
-
-    async def _write(self, records: list[SessionRecord]) -> None:
+    async def _write(self, tokens: list[str]) -> None:
+        records = [self._sessions[t] for t in dict.fromkeys(tokens) if t in self._sessions]
+        if not records:
+            return
         rows = [(s.token_hash, s.user_id, s.name, json.dumps(s.rooms), s.expires) for s in records]
         top = max(s.user_id for s in records)
 
@@ -246,6 +231,9 @@ class LocalDirectory:
         except WRITE_FAILURES as exc:
             # A lost session costs its user a resume, not a message: keep chatting.
             self.health.down("store", f"cannot write sessions: {exc}")
+        for record in records:  # written (or lost); a newer save stays pending
+            if self._sessions.get(record.token_hash) is record:
+                del self._sessions[record.token_hash]
 
     async def prune(self) -> None:
         """Forget expired sessions."""

@@ -26,6 +26,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from .batching import Batcher
 from .errors import Unavailable
 from .health import Health
 
@@ -75,11 +76,7 @@ class RedisLink:
             for name in ("append", "claim_name", "release_name", "refresh_name")
         }
         self.subscribed = False  # the broker's subscriber says whether it listens
-        self._later: list[_Later] = []
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._writer: asyncio.Task[None] | None = None
+        self._batcher: Batcher[_Later] = Batcher(self._send, "chat-redis-writer")
 
     def key(self, *parts: str | int) -> str:
         return ":".join([self.prefix, *map(str, parts)])
@@ -90,16 +87,12 @@ class RedisLink:
         return f"{self.prefix}:{{{room}}}:{part}"
 
     async def open(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name="chat-redis-writer")
+        self._batcher.start()
 
     async def close(self) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SOCKET_TIMEOUT * 2):
-                await self.flush()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+                await self._batcher.close()
         await self.redis.aclose()
         await self.subscriber_client.aclose()
 
@@ -133,7 +126,7 @@ class RedisLink:
 
     def later(self, what: str, queue: Queued) -> None:
         """Send the commands ``queue`` adds to a pipeline soon, after those before."""
-        if len(self._later) >= MAX_LATER:
+        if len(self._batcher) >= MAX_LATER:
             self.health.down(COMPONENT, "Redis: background writes are backing up")
             return
         self._enqueue(_Later(what, queue, None))
@@ -151,23 +144,11 @@ class RedisLink:
         return done
 
     def _enqueue(self, item: _Later) -> None:
-        self._later.append(item)
-        self._idle.clear()
-        self._wake.set()
+        self._batcher.add(item)
 
     async def flush(self) -> None:
         """Wait until the background writes queued so far were sent (or failed)."""
-        if self._writer is not None and not self._writer.done():
-            await self._idle.wait()
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._later:
-                batch, self._later = self._later, []
-                await self._send(batch)
-            self._idle.set()
+        await self._batcher.flush()
 
     async def _send(self, batch: list[_Later]) -> None:
         spans: list[tuple[int, int]] = []

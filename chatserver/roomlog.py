@@ -17,7 +17,6 @@ if it still meant something.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
@@ -26,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from .batching import Batcher
 from .database import WRITE_FAILURES, Database, in_transaction
 from .errors import Unavailable
 from .health import Health
@@ -120,15 +120,11 @@ class SqliteRoomLog:
         self.epoch = ""
         self.last_ids: dict[str, int] = {}
         self.batches = 0
-        self._queue: list[_Pending] = []
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._writer: asyncio.Task[None] | None = None
+        self._batcher: Batcher[_Pending] = Batcher(self._write, "chat-roomlog-writer")
 
     async def open(self) -> None:
         self.epoch, self.last_ids = await self.db.run(self._open_sync)
-        self._writer = asyncio.create_task(self._write_loop(), name="chat-roomlog-writer")
+        self._batcher.start()
 
     def _open_sync(self, db: sqlite3.Connection) -> tuple[str, dict[str, int]]:
         db.executescript(SCHEMA)
@@ -138,12 +134,7 @@ class SqliteRoomLog:
         return str(epoch), last_ids
 
     async def close(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            await self._idle.wait()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await self._batcher.close()
 
     # ------------------------------------------------------------------ writing
 
@@ -153,19 +144,8 @@ class SqliteRoomLog:
         # One process, one writer: a retry cannot run the write twice, so the
         # idempotency key only matters to the Redis log.
         done: asyncio.Future[MessageEvent] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(room, user, text, time.time(), done))
-        self._idle.clear()
-        self._wake.set()
+        self._batcher.add(_Pending(room, user, text, time.time(), done))
         return done
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch, self._queue = self._queue, []
-                await self._write(batch)
-            self._idle.set()
 
     async def _write(self, batch: list[_Pending]) -> None:
         last_ids = dict(self.last_ids)
@@ -227,8 +207,7 @@ class SqliteRoomLog:
         return None if row is None or row[0] is None else int(row[0])
 
     async def delete(self, room: str, msg_id: int) -> bool:
-        if self._writer is not None and not self._writer.done():
-            await self._idle.wait()  # a message still in the write queue is deleted too
+        await self._batcher.flush()  # a message still in the write queue is deleted too
         sql = "DELETE FROM messages WHERE room = ? AND id = ?"
         count = await self.db.run(lambda db: db.execute(sql, (room, msg_id)).rowcount)
         return bool(count)

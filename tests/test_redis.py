@@ -501,7 +501,7 @@ class FreezingProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.frozen = False
-        self.subscribers: list[asyncio.StreamWriter] = []
+        self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -511,6 +511,7 @@ class FreezingProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
         state = {"subscriber": False}
 
         async def upstream() -> None:
@@ -526,12 +527,15 @@ class FreezingProxy:
 
         with contextlib.suppress(ConnectionError, OSError):
             await asyncio.gather(upstream(), downstream())
-        writer.close()
-        up_writer.close()
 
     async def stop(self) -> None:
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
         if self.server is not None:
             self.server.close()
+            await self.server.wait_closed()
 
 
 async def test_a_silent_subscription_is_noticed_and_nothing_is_missed(
@@ -541,12 +545,12 @@ async def test_a_silent_subscription_is_noticed_and_nothing_is_missed(
     probe notices, it resubscribes, and its members get every message."""
     proxy = FreezingProxy(redis_server.port)
     port = await proxy.start()
+    talker_node = start_node(server_process, redis_server, 0)
+    proxied = RedisServer(redis_server.directory)
+    proxied.port = port
+    # In a thread: the proxy runs on this loop, which must not block meanwhile.
+    listener_node = await asyncio.to_thread(start_node, server_process, proxied, 1)
     try:
-        talker_node = start_node(server_process, redis_server, 0)
-        proxied = RedisServer(redis_server.directory)
-        proxied.port = port
-        # In a thread: the proxy runs on this loop, which must not block meanwhile.
-        listener_node = await asyncio.to_thread(start_node, server_process, proxied, 1)
         receiver = await peer(http, listener_node, name="receiver")
         sender = await peer(http, talker_node, name="sender")
         await send(sender, "before")
@@ -558,4 +562,5 @@ async def test_a_silent_subscription_is_noticed_and_nothing_is_missed(
         assert [m["text"] for m in got] == [f"during {n}" for n in range(5)]
         assert [m["id"] for m in got] == [2, 3, 4, 5, 6]
     finally:
+        await asyncio.to_thread(listener_node.stop)
         await proxy.stop()
