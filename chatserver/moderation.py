@@ -32,6 +32,7 @@ from .protocol import (
     validate_text,
 )
 from .store import Store
+from .text import check_line
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ def clean_reason(reason: str, default: str = "no reason given") -> str:
     reason = " ".join(reason.split())
     if len(reason) > MAX_REASON_CHARS:
         raise CommandError("bad_request", f"a reason has at most {MAX_REASON_CHARS} characters")
-    if any(ch < " " or ch == "\x7f" for ch in reason):
-        raise CommandError("bad_request", "a reason cannot contain control characters")
+    check_line(reason, "a reason", "bad_request")
     return reason or default
 
 

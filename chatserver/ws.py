@@ -15,6 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .connection import Connection, Dialect, pin_kernel_send_buffer
 from .errors import CommandError
+from .guard import CRASHES
 from .hub import CLOSE_BANNED, Hub
 from .keys import ADDRESSES, HUB, SETTINGS
 from .limits import TokenBucket, origin_allowed
@@ -96,7 +97,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
             msg = await ws.receive()
             conn.last_seen = time.monotonic()
             if msg.type is not WSMsgType.PONG:  # a pong only proves liveness
-                leave = await _on_frame(conn, ws, hub, msg)
+                leave = await _guarded_frame(conn, ws, hub, msg)
                 if leave is not None:
                     reason = leave
                     break
@@ -259,6 +260,21 @@ def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
 
 
 # ---------------------------------------------------------------------- receiving
+
+
+async def _guarded_frame(
+    conn: Connection, ws: web.WebSocketResponse, hub: Hub, msg: aiohttp.WSMessage
+) -> str | None:
+    """:func:`_on_frame`, with any exception no handler expected turned into an
+    ``internal_error`` event and one rate-limited log line (chatserver.guard)."""
+    try:
+        return await _on_frame(conn, ws, hub, msg)
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        CRASHES.report(exc, f"a {msg.type.name.lower()} frame from connection {conn.conn_id}")
+        _error(conn, "internal_error", "the server could not handle that frame")
+        return None
 
 
 async def _on_frame(

@@ -15,7 +15,8 @@ from typing import Any
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.hub import Hub
-from chatserver.moderation import Moderation, parse_duration, until_text
+from chatserver.inputs import MAX_INT
+from chatserver.moderation import MAX_DURATION, Moderation, parse_duration, until_text
 from chatserver.protocol import parse_uint
 
 from .rows import connection_row
@@ -48,13 +49,17 @@ def int_field(fields: Fields, key: str) -> int | None:
         return None
     if isinstance(value, str) and (number := parse_uint(value.strip())) is not None:
         return number
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    # Bounded here, where it is parsed: past 2**63 - 1 SQLite cannot store it.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT:
         return value
-    raise CommandError("bad_request", f"{key} must be a non-negative integer")
+    raise CommandError("bad_request", f"{key} must be an integer from 0 to {MAX_INT}")
 
 
 def duration_field(fields: Fields) -> float | None:
     value = fields.get("duration")
+    # float() of an integer with hundreds of digits raises OverflowError.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_DURATION:
+        raise CommandError("bad_request", "duration must be between 0 and 10 years")
     if value is None or (isinstance(value, int | float | str) and not isinstance(value, bool)):
         return parse_duration(value)
     raise CommandError("bad_request", "duration must be seconds or a text like 10m")

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from chatserver.errors import CommandError
+from chatserver.inputs import check_json_depth
 from chatserver.keys import HUB, SETTINGS
 from chatserver.protocol import parse_uint
 from chatserver.ws import client_address
@@ -84,6 +85,7 @@ async def json_body(request: web.Request) -> dict[str, object]:
     raw = await request.read()
     if not raw.strip():
         return {}
+    check_json_depth(raw)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
