@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from .accesslog import ACCESS_LOG_CLASS
 from .app import create_app
 from .errors import SettingsError
 from .settings import Settings, parse_args
@@ -59,7 +60,10 @@ def _install_uvloop() -> None:
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then close every client with 1001 and exit."""
     runner = web.AppRunner(
-        create_app(settings), shutdown_timeout=settings.shutdown_timeout, handle_signals=False
+        create_app(settings),
+        shutdown_timeout=settings.shutdown_timeout,
+        handle_signals=False,
+        access_log_class=ACCESS_LOG_CLASS,
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
