@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from .accesslog import ACCESS_LOG_CLASS
+from .admission import Admission, AdmittingSite, raise_open_file_limit
 from .app import create_app
 from .errors import SettingsError
 from .settings import Settings, parse_args
@@ -66,7 +67,12 @@ async def serve(settings: Settings) -> None:
         access_log_class=ACCESS_LOG_CLASS,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    raise_open_file_limit()
+    admission = Admission(settings)
+    log.info(
+        "connection cap %s, request timeout %s s", admission.cap or "off", settings.request_timeout
+    )
+    site = AdmittingSite(runner, admission, settings.host, settings.port)
     # Handlers first: whoever reads the start line may signal us at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

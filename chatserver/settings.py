@@ -35,7 +35,9 @@ class Settings:
     max_message_bytes: int = 16 * 1024
     rate_limit: float = 10.0
     rate_burst: int = 20
-    max_connections_per_ip: int = 64
+    max_connections_per_ip: int = 64  # counted from accept (chatserver/admission.py)
+    max_connections: int = -1  # total; -1: the open-file limit less headroom
+    request_timeout: float = 10.0  # seconds to send a complete request head after connecting
     outbound_buffer_bytes: int = 1024 * 1024
     heartbeat: float = 30.0
     history: bool = True
@@ -85,9 +87,12 @@ def _convert(name: str, value: Any) -> Any:
 
 def _validate(settings: Settings) -> Settings:
     numeric = ("max_message_bytes", "rate_limit", "rate_burst", "max_connections_per_ip")
-    for name in (*numeric, "outbound_buffer_bytes", "heartbeat", "session_ttl", "port"):
+    timing = ("heartbeat", "session_ttl", "request_timeout")
+    for name in (*numeric, "outbound_buffer_bytes", *timing, "port"):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{name} must not be negative")
+    if settings.max_connections < -1:
+        raise SettingsError("max_connections is -1 (automatic), 0 (off) or a number")
     if settings.port > 65535:
         raise SettingsError("port must be at most 65535")
     if settings.redis_url:
