@@ -96,11 +96,10 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         while conn is not None and not conn.closed:
             msg = await ws.receive()
             conn.last_seen = time.monotonic()
-            if msg.type is not WSMsgType.PONG:  # a pong only proves liveness
-                leave = await _guarded_frame(conn, ws, hub, msg)
-                if leave is not None:
-                    reason = leave
-                    break
+            leave = await _guarded_frame(conn, ws, hub, msg)
+            if leave is not None:
+                reason = leave
+                break
     except ConnectionError:
         reason = "error"
     finally:
@@ -281,6 +280,10 @@ async def _on_frame(
     conn: Connection, ws: web.WebSocketResponse, hub: Hub, msg: aiohttp.WSMessage
 ) -> str | None:
     """Handle one received frame; a leave reason ends the connection."""
+    if msg.type in RATED_FRAMES and not _within_rate(conn, hub, msg.type in DATA_FRAMES):
+        return "error" if conn.closed else None
+    if msg.type is WSMsgType.PONG:  # a pong only proves liveness (last_seen)
+        return None
     if msg.type is WSMsgType.TEXT:
         return None if await _on_text(conn, hub, msg.data) else "quit"
     if msg.type is WSMsgType.PING:
@@ -294,18 +297,31 @@ async def _on_frame(
     return "error" if msg.type is WSMsgType.ERROR else "quit"
 
 
+# Every frame a peer sends costs the server work, so each takes a token: a
+# flood of binary frames, pings or pongs is refused and closed (1008) like a
+# flood of messages. Only data frames get a ``rate_limited`` reply; answering
+# every refused control frame would be an amplifier.
+RATED_FRAMES = frozenset({WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG})
+DATA_FRAMES = frozenset({WSMsgType.TEXT, WSMsgType.BINARY})
+
+
+def _within_rate(conn: Connection, hub: Hub, reply: bool) -> bool:
+    """Take a token for one frame; past the rate refuse it, and close a flood with 1008."""
+    if conn.bucket.take():
+        return True
+    if conn.bucket.abusive():
+        hub.disconnect(conn, "error", "flooding")
+        hub.close(conn, WSCloseCode.POLICY_VIOLATION, "rate limit exceeded repeatedly")
+    elif reply:
+        _error(conn, "rate_limited", "slow down: too many messages")
+    return False
+
+
 async def _on_text(conn: Connection, hub: Hub, data: str) -> bool:
     """Handle one text frame; False ends the connection."""
     conn.messages_in += 1
     conn.bytes_in += len(data)
     conn.last_activity = time.time()
-    if not conn.bucket.take():
-        if conn.bucket.abusive():
-            hub.disconnect(conn, "error", "flooding")
-            hub.close(conn, WSCloseCode.POLICY_VIOLATION, "rate limit exceeded repeatedly")
-            return False
-        _error(conn, "rate_limited", "slow down: too many messages")
-        return True
     ref: str | int | None = None
     try:
         if conn.is_json:
