@@ -311,10 +311,39 @@ def _within_rate(conn: Connection, hub: Hub, reply: bool) -> bool:
         return True
     if conn.bucket.abusive():
         hub.disconnect(conn, "error", "flooding")
-        hub.close(conn, WSCloseCode.POLICY_VIOLATION, "rate limit exceeded repeatedly")
+        _close_flooder(conn)
     elif reply:
         _error(conn, "rate_limited", "slow down: too many messages")
     return False
+
+
+FLOOD_LINGER = 0.5  # seconds a flooder's close frame gets to reach it before we hang up
+FLOOD_CLOSE_FRAME = b"\x88" + bytes((2 + len(FLOOD_REASON := b"rate limit exceeded repeatedly"),))
+FLOOD_CLOSE_FRAME += WSCloseCode.POLICY_VIOLATION.to_bytes(2, "big") + FLOOD_REASON
+
+
+def _close_flooder(conn: Connection) -> None:
+    """Send what is queued and a 1008 close frame, stop reading, hang up soon.
+
+    Not ``ws.close()``: that waits for the peer's close reply by decoding every
+    frame the flooder keeps sending, for the whole close timeout, which is
+    what let a ping flood slow everyone else.
+    """
+    conn.flush()
+    conn.closed = True
+    transport = conn.transport
+    if transport.is_closing():
+        return
+    transport.write(FLOOD_CLOSE_FRAME)
+    transport.pause_reading()
+    # chat_socket waits for this before returning, so aiohttp's own close
+    # finds the transport gone instead of reading the flood.
+    conn.closing = asyncio.create_task(_hang_up(transport))
+
+
+async def _hang_up(transport: asyncio.Transport) -> None:
+    await asyncio.sleep(FLOOD_LINGER)
+    transport.abort()
 
 
 async def _on_text(conn: Connection, hub: Hub, data: str) -> bool:
