@@ -32,6 +32,8 @@ class Settings:
     db: str = ""  # "" means default_db_path(); ":memory:" keeps nothing on disk
     redis_url: str = ""
     allowed_origins: tuple[str, ...] = ()
+    # Host headers accepted besides localhost, IP literals and --host (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
     max_message_bytes: int = 16 * 1024
     rate_limit: float = 10.0
     rate_burst: int = 20

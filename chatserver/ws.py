@@ -18,7 +18,7 @@ from .errors import CommandError
 from .guard import CRASHES
 from .hub import CLOSE_BANNED, Hub
 from .keys import ADDRESSES, HUB, SETTINGS
-from .limits import TokenBucket, origin_allowed
+from .limits import TokenBucket, host_allowed, origin_allowed
 from .pages import index_page
 from .protocol import (
     DEFAULT_ROOM,
@@ -113,6 +113,8 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
 
 
 def _check_handshake(request: web.Request, settings: Settings, hub: Hub) -> None:
+    if not host_allowed(request.headers.get("Host"), settings.host, settings.allowed_hosts):
+        raise web.HTTPForbidden(text="Host not allowed (see --allowed-hosts)\n")
     if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
         raise web.HTTPForbidden(text="Origin not allowed\n")
     if hub.shutting_down:
@@ -123,6 +125,7 @@ def _new_socket(settings: Settings) -> web.WebSocketResponse:
     return web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),
         autoping=False,  # pongs must reach us: they are the heartbeat's proof of life
+        autoclose=False,  # we answer close frames, so a forbidden code gets 1002
         compress=False,  # zlib state per connection dwarfs the rest (docs/operations.md)
         max_msg_size=settings.max_message_bytes,
         timeout=5.0,
@@ -293,8 +296,22 @@ async def _on_frame(
     if msg.type is WSMsgType.BINARY:
         _error(conn, "binary_unsupported", "binary frames are not supported; send text")
         return None
+    if msg.type is WSMsgType.CLOSE:
+        await _answer_close(ws, msg.data)
     # ERROR (e.g. 1009 for an oversized frame), or CLOSE, CLOSING, CLOSED.
     return "error" if msg.type is WSMsgType.ERROR else "quit"
+
+
+# RFC 6455 section 7.4.1: these are reserved for reporting, never sent in a frame.
+NEVER_ON_THE_WIRE = frozenset({1005, 1006, 1015})
+
+
+async def _answer_close(ws: web.WebSocketResponse, code: int) -> None:
+    """Reply to a peer's close frame: 1002 for a code that must not be sent, else 1000."""
+    bad = code < 1000 or code in NEVER_ON_THE_WIRE
+    reply = WSCloseCode.PROTOCOL_ERROR if bad else WSCloseCode.OK
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.close(code=reply, message=b"invalid close code" if bad else b"")
 
 
 # Every frame a peer sends costs the server work, so each takes a token: a
