@@ -28,6 +28,7 @@ from typing import Final, cast
 
 from aiohttp import web
 
+from .framecheck import UNMASKED_CLOSE, MaskCheck
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ OVER_CAP_PENDING: Final = 32  # over-cap connections read for a /healthz request
 HEALTH_RESERVE: Final = 8  # /healthz connections allowed past the cap
 OVER_CAP_WAIT: Final = 1.0  # seconds an over-cap connection gets to send its request line
 HEAD_END: Final = b"\r\n\r\n"
+MAX_HEAD_KEPT: Final = 16 * 1024  # enough of a head to find its Upgrade header
 HEALTH_LINE: Final = b"GET /healthz "
 
 
@@ -112,6 +114,8 @@ class Guarded(asyncio.Protocol):
         "_buffer",
         "_counted",
         "_factory",
+        "_frames",
+        "_head",
         "_inner",
         "_over_cap",
         "_timer",
@@ -130,6 +134,8 @@ class Guarded(asyncio.Protocol):
         self._watching = True
         self._over_cap = False
         self._counted = False
+        self._head = b""  # the first request head, to see whether it asks for an upgrade
+        self._frames: MaskCheck | None = None  # set once a WebSocket upgrade was asked for
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
@@ -180,17 +186,43 @@ class Guarded(asyncio.Protocol):
         if self._inner is None:
             self._over_cap_data(data)
             return
+        if self._frames is not None and not self._frames.feed(data):
+            self._refuse_unmasked()
+            return
         if self._watching:
-            seen = self._buffer + data
-            if HEAD_END in seen:
-                self._watching = False
-                self._buffer = b""
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
-            else:
-                self._buffer = seen[-3:]
+            self._watch_head(data)
         self._inner.data_received(data)
+
+    def _watch_head(self, data: bytes) -> None:
+        seen = self._buffer + data
+        if len(self._head) < MAX_HEAD_KEPT:
+            self._head += data[: MAX_HEAD_KEPT - len(self._head)]
+        if HEAD_END not in seen:
+            self._buffer = seen[-3:]
+            return
+        self._watching = False
+        self._buffer = b""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        head = self._head.partition(HEAD_END)[0]
+        self._head = b""
+        if b"upgrade: websocket" in head.lower():
+            self._frames = MaskCheck()
+            # Frames that came in the same chunk as the end of the head.
+            tail = seen[seen.find(HEAD_END) + len(HEAD_END) :]
+            if tail and not self._frames.feed(tail):
+                self._refuse_unmasked()
+
+    def _refuse_unmasked(self) -> None:
+        """Close 1002 (RFC 6455 5.1), stop reading, hang up shortly after."""
+        self._frames = None
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(UNMASKED_CLOSE)
+        transport.pause_reading()
+        asyncio.get_running_loop().call_later(0.5, transport.abort)
 
     def _over_cap_data(self, data: bytes) -> None:
         if not self._watching:

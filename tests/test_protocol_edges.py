@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 
-from tests.conftest import ChatServer, RawPeer
-from tests.test_flood import OP_CLOSE, client_frame, frames_until_close
+from tests.conftest import ChatServer, RawPeer, ServerProcess
+from tests.test_flood import OP_CLOSE, OP_TEXT, client_frame, frames_until_close
 
 
 async def test_a_foreign_host_with_a_matching_origin_is_refused(
@@ -68,5 +69,26 @@ async def test_a_normal_close_is_answered_1000(chat: ChatServer) -> None:
         await asyncio.to_thread(peer.sock.sendall, close)
         _, answer = await asyncio.to_thread(frames_until_close, peer)
         assert answer == 1000
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-write", "byte-by-byte-header"])
+async def test_an_unmasked_client_frame_is_closed_with_1002(
+    server_process: Callable[..., ServerProcess], split: bool
+) -> None:
+    """RFC 6455 5.1: after masked frames, an unmasked one gets close 1002."""
+    server = await asyncio.to_thread(server_process)
+    peer = await asyncio.to_thread(RawPeer, server.port, protocol="chat.v1")
+    try:
+        good = client_frame(OP_TEXT, b'{"type":"ping"}') + client_frame(OP_TEXT, b"x" * 300)
+        bad = client_frame(OP_TEXT, b'{"type":"ping"}', masked=False)
+        if split:
+            for byte in good + bad:
+                await asyncio.to_thread(peer.sock.sendall, bytes((byte,)))
+        else:
+            await asyncio.to_thread(peer.sock.sendall, good + bad)
+        _, answer = await asyncio.to_thread(frames_until_close, peer)
+        assert answer == 1002
     finally:
         peer.close()
