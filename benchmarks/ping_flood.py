@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from . import separate
 from .server import ServerCommand, running_server
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "FLOOD.md"
@@ -180,6 +181,8 @@ def main() -> None:
         return
     lines = asyncio.run(main_async(args.seconds))
     args.output.write_text(document(lines, args.seconds))
+    if args.output == DEFAULT_OUTPUT:
+        separate.refresh_results()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -335,8 +336,8 @@ def _within_rate(conn: Connection, hub: Hub, reply: bool) -> bool:
 
 
 FLOOD_LINGER = 0.5  # seconds a flooder's close frame gets to reach it before we hang up
-FLOOD_CLOSE_FRAME = b"\x88" + bytes((2 + len(FLOOD_REASON := b"rate limit exceeded repeatedly"),))
-FLOOD_CLOSE_FRAME += WSCloseCode.POLICY_VIOLATION.to_bytes(2, "big") + FLOOD_REASON
+FLOOD_REASON = b"rate limit exceeded repeatedly"
+FLOOD_CLOSE_FRAME = struct.pack("!BBH", 0x88, 2 + len(FLOOD_REASON), 1008) + FLOOD_REASON
 
 
 def _close_flooder(conn: Connection) -> None:

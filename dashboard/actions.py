@@ -18,6 +18,7 @@ from chatserver.hub import Hub
 from chatserver.inputs import MAX_INT
 from chatserver.moderation import MAX_DURATION, Moderation, parse_duration, until_text
 from chatserver.protocol import parse_uint
+from chatserver.text import describe, refused_char
 
 from .rows import connection_row
 
@@ -40,6 +41,9 @@ def text_field(fields: Fields, key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise CommandError("bad_request", f"{key} must be a string")
+    if key == "name" and (ch := refused_char(value, name=True)) is not None:
+        # The chat refuses such a name, so no live user has it; say so now.
+        raise CommandError("bad_request", f"a name cannot contain {describe(ch)}")
     return value.strip() or None
 
 

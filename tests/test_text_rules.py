@@ -116,3 +116,12 @@ async def test_operator_reasons_refuse_bidi_overrides(client: Client) -> None:
         assert response.status == 400
     await alice.send_json(type="ping")
     assert (await asyncio.wait_for(alice.until_type("pong"), 5))["type"] == "pong"
+
+
+@pytest.mark.parametrize("path", ["bans", "mutes", "kick"])
+async def test_operator_names_refuse_invisible_characters(client: Client, path: str) -> None:
+    """A ban, mute or kick naming a name with a zero-width space is a 400, not a no-op."""
+    body = {"name": "ali\u200bce", "reason": "r"}
+    async with client.post(f"/admin/api/{path}", json=body, headers=ADMIN_AUTH) as response:
+        assert response.status == 400
+        assert "U+200B" in (await response.json())["error"]["message"]
