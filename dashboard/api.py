@@ -219,7 +219,8 @@ def create_api() -> web.Application:
         ("GET", "/rooms", get_rooms),
         # Last: unknown paths (and known paths with another method) get a JSON 404,
         # after authentication like everything else.
-        ("*", "/{tail:.*}", unknown_route),
+        # [\s\S], not ".": a path with an encoded newline must land here too.
+        ("*", "/{tail:[\\s\\S]*}", unknown_route),
     ]
     for method, path, handler in routes:
         api.router.add_route(method, path, guarded(handler))

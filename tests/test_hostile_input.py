@@ -130,3 +130,11 @@ def test_unexpected_errors_log_one_line_per_interval(caplog: pytest.LogCaptureFi
     record = caplog.records[0]
     assert record.exc_info is None
     assert "OverflowError" in record.getMessage()
+
+
+@pytest.mark.parametrize("path", ["bans/%0A%7B", "mutes/x%0Ay", "no%0Asuch"])
+async def test_api_paths_with_a_newline_get_a_json_error(client: Client, path: str) -> None:
+    """Even a path with an encoded newline gets the API's JSON 404, not aiohttp's text one."""
+    async with client.delete("/admin/api/" + path, headers=ADMIN_AUTH) as response:
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] in {"not_found", "no_such_api_route"}
