@@ -40,6 +40,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.hub import ConnectionChange, Hub
+from chatserver.inputs import check_json_depth
 from chatserver.moderation import Change, Moderation
 
 from .auth import AdminSession, SessionStore
@@ -212,6 +213,7 @@ class Viewer:
 
     def on_message(self, data: str) -> None:
         try:
+            check_json_depth(data)  # json.loads raises RecursionError on deep nesting
             message = json.loads(data)
             if not isinstance(message, dict) or message.get("type") != "view":
                 raise CommandError("bad_request", 'expected {"type": "view", ...}')

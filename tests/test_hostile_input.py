@@ -11,6 +11,7 @@ import pytest
 
 from chatserver.guard import CrashReporter
 from tests.conftest import ADMIN_AUTH, Client, join
+from tests.test_dashboard import log_in, next_of, next_reset
 
 HUGE = 2**63  # one past SQLite's largest INTEGER
 DEEP = "[" * 5000 + "]" * 5000  # 10 KB: within the frame limit, past msgspec's recursion limit
@@ -138,3 +139,18 @@ async def test_api_paths_with_a_newline_get_a_json_error(client: Client, path: s
     async with client.delete("/admin/api/" + path, headers=ADMIN_AUTH) as response:
         assert response.status == 404
         assert (await response.json())["error"]["code"] in {"not_found", "no_such_api_route"}
+
+
+async def test_deep_nesting_on_the_dashboard_push_channel_gets_an_error(client: Client) -> None:
+    """The dashboard's push channel answers deeply nested JSON with an error and stays open."""
+    await log_in(client)
+    live = await client.ws_connect("/admin/live")
+    try:
+        # Within the channel's 4 KiB frames, past json's recursion limit (1,000).
+        await live.send_str('{"type": "view", "q": ' + "[" * 1900 + "]" * 1900 + "}")
+        error = await next_of(live, "error")
+        assert "nests deeper" in error["message"]
+        await live.send_str(json.dumps({"type": "view"}))
+        assert "rows" in await next_reset(live)
+    finally:
+        await live.close()
