@@ -217,8 +217,10 @@ class Client:
 
 
 class Soak:
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, clients: int = CLIENTS, victims: int = VICTIMS) -> None:
         self.seconds = seconds
+        self.clients = clients
+        self.victims = victims
         self.totals = Totals()
         self.samples: list[Sample] = []
         self.tmp = tempfile.TemporaryDirectory(prefix="soak-")
@@ -239,8 +241,8 @@ class Soak:
         await self.server.start()
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as self.session:
-            clients = [Client(i, self) for i in range(CLIENTS)]
-            victims = [Client(CLIENTS + i, self, victim=True) for i in range(VICTIMS)]
+            clients = [Client(i, self) for i in range(self.clients)]
+            victims = [Client(self.clients + i, self, victim=True) for i in range(self.victims)]
             tasks = [asyncio.create_task(c.run(until)) for c in clients + victims]
             await asyncio.gather(
                 self._progress(start, until),
@@ -277,6 +279,8 @@ class Soak:
     async def _operator(self, victims: list[Client], start: float) -> None:
         """Kick half the victims and ban the other half, spread over the first third."""
         await asyncio.sleep(min(20.0, self.seconds / 10))
+        if not victims:
+            return
         for number, victim in enumerate(victims):
             await asyncio.sleep(self.seconds / 3 / len(victims))
             with contextlib.suppress(aiohttp.ClientError, OSError):
@@ -339,8 +343,8 @@ def document(soak: Soak, ok: bool, argv: list[str]) -> str:
         f"hand. Commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} cores (shared).",
         "",
-        f"{CLIENTS} chat.v1 clients in {ROOMS} rooms, one numbered message every "
-        f"{POST_INTERVAL:g} s each, random disconnect-and-resume, {VICTIMS} extra clients "
+        f"{soak.clients} chat.v1 clients in {ROOMS} rooms, one numbered message every "
+        f"{POST_INTERVAL:g} s each, random disconnect-and-resume, {soak.victims} extra clients "
         f"kicked or banned through the API, SIGTERM and restart at {soak.seconds / 2:.0f} s.",
         "",
         f"**Result: {'PASS' if ok else 'FAIL'}.** Sent {t.sent:,}, received {t.received:,} "
@@ -372,10 +376,15 @@ def document(soak: Soak, ok: bool, argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="length (default 600)")
+    parser.add_argument("--clients", type=int, default=CLIENTS, help="(default 500)")
+    parser.add_argument("--victims", type=int, default=VICTIMS, help="to kick and ban (20)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
-    soak = Soak(args.seconds)
-    ok = asyncio.run(soak.run())
+    soak = Soak(args.seconds, args.clients, args.victims)
+    try:
+        ok = asyncio.run(soak.run())
+    finally:
+        soak.tmp.cleanup()
     shown = [] if argv is None else argv
     args.output.write_text(document(soak, ok, shown or sys.argv[1:]))
     if args.output == DEFAULT_OUTPUT:
