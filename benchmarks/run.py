@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from benchmarks import dashboard_bench, report, scenarios
+from benchmarks import dashboard_bench, report, scenarios, separate
 from benchmarks.limits import raise_open_files_limit
 
 T = TypeVar("T")
@@ -106,7 +106,7 @@ def document(sections: list[str], quick: bool, argv: list[str], minutes: float) 
         "machine, so client and server compete for its cores.",
         report.machine_table(),
     ]
-    return "\n\n".join(head + sections) + "\n"
+    return "\n\n".join(head + sections + separate.sections()) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from .accesslog import ACCESS_LOG_CLASS
+from .admission import Admission, AdmittingSite, raise_open_file_limit
 from .app import create_app
 from .errors import ChatError, SettingsError
 from .keys import HUB
@@ -74,9 +76,19 @@ def _install_uvloop() -> None:
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then close every client with 1001 and exit."""
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=settings.shutdown_timeout,
+        handle_signals=False,
+        access_log_class=ACCESS_LOG_CLASS,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    raise_open_file_limit()
+    admission = Admission(settings)
+    log.info(
+        "connection cap %s, request timeout %s s", admission.cap or "off", settings.request_timeout
+    )
+    site = AdmittingSite(runner, admission, settings.host, settings.port)
     # Handlers first: whoever reads the start line may signal us at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

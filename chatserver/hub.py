@@ -366,7 +366,12 @@ class Hub:
         """Close a connection's socket in the background (bounded in time)."""
         if conn.closed:
             return
-        conn.flush()  # replies already queued go out before the close frame
+        if code != CLOSE_SLOW:
+            # Replies already queued (an error, a "bye") go out before the close
+            # frame; a slow consumer's would only grow a buffer nobody reads.
+            conn.flush()
+            if conn.closed:  # the flush found the buffer full and closed it (4000)
+                return
         conn.closed = True
         self.close_codes[code] += 1
         task = conn.closing = asyncio.create_task(self._close(conn, code, reason))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import Counter
 from urllib.parse import urlsplit
@@ -87,3 +88,32 @@ def _with_port(netloc: str, default_port: str) -> str:
     if netloc.endswith("]") or ":" not in netloc.rsplit("]", 1)[-1]:
         return f"{netloc}:{default_port}"
     return netloc
+
+
+def host_allowed(host: str | None, listen_host: str, allowed: tuple[str, ...]) -> bool:
+    """The ``Host`` header names this server: localhost, an IP literal, the listen
+    host, or one of ``allowed`` (``*``: any). The port is not compared.
+
+    Checked before the Origin comparison: a DNS-rebinding page at evil.example
+    sends ``Host: evil.example`` and a matching Origin, which passes same-origin.
+    An IP literal cannot be rebound, and tools that send no Host are not browsers.
+    """
+    if not host or "*" in allowed:
+        return True
+    name = _hostname(host)
+    if name in {"localhost", listen_host.lower()} or name in {a.lower() for a in allowed}:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _hostname(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8765
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")

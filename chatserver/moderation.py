@@ -35,6 +35,7 @@ from .modstore import (
     until_text,
 )
 from .protocol import MAX_NAME_CHARS, name_key, validate_room, validate_text
+from .text import check_line
 
 __all__ = ["AuditEntry", "Ban", "Moderation", "Mute", "Restrictions", "format_time", "until_text"]
 
@@ -86,8 +87,7 @@ def clean_reason(reason: str, default: str = "no reason given") -> str:
     reason = " ".join(reason.split())
     if len(reason) > MAX_REASON_CHARS:
         raise CommandError("bad_request", f"a reason has at most {MAX_REASON_CHARS} characters")
-    if any(ch < " " or ch == "\x7f" for ch in reason):
-        raise CommandError("bad_request", "a reason cannot contain control characters")
+    check_line(reason, "a reason", "bad_request")
     return reason or default
 
 

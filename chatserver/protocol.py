@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import struct
-import unicodedata
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
 from .errors import CommandError
+from .inputs import MAX_INT, MIN_INT, check_json_depth
+from .text import check_line, describe, name_skeleton, refused_char, reserved_user_id
 
 SUBPROTOCOL: Final = "chat.v1"
 MAX_NAME_CHARS: Final = 32
@@ -23,13 +24,18 @@ MAX_REF_CHARS: Final = 64
 MAX_HISTORY_LIMIT: Final = 500
 DEFAULT_ROOM: Final = "lobby"
 
+# Numbers a client sends: in range where parsed, so none reaches SQLite too big.
+Id = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)]
+Ref = Annotated[int, msgspec.Meta(ge=MIN_INT, le=MAX_INT)]
+
 # --------------------------------------------------------------------------- commands
 
 
 class Command(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
     """A client command; ``ref`` is echoed in an error it causes."""
 
-    ref: str | int | None = None
+    ref: str | Ref | None = None
 
 
 class SendMessage(Command, tag="message", frozen=True):
@@ -43,7 +49,7 @@ class Nick(Command, tag="nick", frozen=True):
 
 class Join(Command, tag="join", frozen=True):
     room: str
-    history: int = 0
+    history: Count = 0
 
 
 class Leave(Command, tag="leave", frozen=True):
@@ -56,8 +62,8 @@ class Who(Command, tag="who", frozen=True):
 
 class History(Command, tag="history", frozen=True):
     room: str | None = None
-    before: int | None = None
-    limit: int = 50
+    before: Id | None = None
+    limit: Count = 50
 
 
 class Ping(Command, tag="ping", frozen=True):
@@ -83,6 +89,7 @@ _decoder: Final = msgspec.json.Decoder(AnyCommand)
 
 def parse_json_command(data: str | bytes) -> AnyCommand:
     """Decode one ``chat.v1`` frame; raise CommandError with a wire code on failure."""
+    check_json_depth(data)
     try:
         command: AnyCommand = _decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -161,14 +168,11 @@ def parse_uint(text: str) -> int | None:
 # --------------------------------------------------------------------------- validation
 
 _ROOM_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")
-_RESERVED_NAME_RE: Final = re.compile(r"user\s*(\d+)")
-_BAD_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
-_TEXT_ALLOWED_CONTROLS: Final = frozenset("\t\n")
 
 
 def name_key(name: str) -> str:
-    """The case-insensitive identity of a name."""
-    return name.casefold()
+    """The identity of a name: two names with one key look alike (chatserver.text)."""
+    return name_skeleton(name)
 
 
 def validate_name(name: str, user_id: int) -> str:
@@ -179,11 +183,12 @@ def validate_name(name: str, user_id: int) -> str:
         raise CommandError("name_invalid", "a name cannot start or end with a space")
     if name[0] in "/#":
         raise CommandError("name_invalid", "a name cannot start with / or #")
-    if any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in name):
-        raise CommandError("name_invalid", "a name cannot contain control characters")
-    reserved = _RESERVED_NAME_RE.fullmatch(name_key(name))
-    if reserved and int(reserved.group(1)) != user_id:
-        raise CommandError("name_invalid", "names like 'User N' are reserved")
+    ch = refused_char(name, name=True)
+    if ch is not None:
+        raise CommandError("name_invalid", f"a name cannot contain {describe(ch)}")
+    reserved = reserved_user_id(name)
+    if reserved is not None and reserved != user_id:
+        raise CommandError("name_taken", "names like 'User N' are reserved")
     return name
 
 
@@ -202,10 +207,7 @@ def validate_room(room: str) -> str:
 def validate_text(text: str) -> str:
     if not text.strip():
         raise CommandError("text_invalid", "empty message")
-    for ch in text:
-        if (ch < " " and ch not in _TEXT_ALLOWED_CONTROLS) or ch == "\x7f":
-            raise CommandError("text_invalid", "control characters are not allowed")
-    return text
+    return check_line(text, "a message", "text_invalid")
 
 
 MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a control frame payload is at most 125 bytes

@@ -33,10 +33,14 @@ class Settings:
     db: str = ""  # "" means default_db_path(); ":memory:" keeps nothing on disk
     redis_url: str = ""
     allowed_origins: tuple[str, ...] = ()
+    # Host headers accepted besides localhost, IP literals and --host (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
     max_message_bytes: int = 16 * 1024
     rate_limit: float = 10.0
     rate_burst: int = 20
-    max_connections_per_ip: int = 64
+    max_connections_per_ip: int = 64  # counted from accept (chatserver/admission.py)
+    max_connections: int = -1  # total; -1: the open-file limit less headroom
+    request_timeout: float = 10.0  # seconds to send a complete request head after connecting
     outbound_buffer_bytes: int = 1024 * 1024
     heartbeat: float = 30.0
     history: bool = True
@@ -77,6 +81,7 @@ HELP: dict[str, tuple[str, str]] = {
     "port": ("listening", "TCP port to listen on (0: any free port)"),
     "allowed_origins": ("listening", "more browser origins allowed to open the chat socket"),
     "trusted_proxy": ("listening", "trust X-Forwarded-For/-Proto from a reverse proxy"),
+    "allowed_hosts": ("listening", "more Host names accepted besides --host and localhost"),
     "admin_token": ("admin", "secret of the dashboard and admin API (unset: new per run)"),
     "operators": ("admin", "operators as name:role:hash (admin hash-token)"),
     "metrics_addresses": ("admin", "addresses or networks that may read /metrics"),
@@ -93,10 +98,12 @@ HELP: dict[str, tuple[str, str]] = {
     "rate_limit": ("limits", "messages per second per connection (0: off)"),
     "rate_burst": ("limits", "messages sent at once above the rate"),
     "max_connections_per_ip": ("limits", "open connections per client address (0: off)"),
+    "max_connections": ("limits", "open connections in all (-1: from the open-file limit)"),
     "max_rooms_per_connection": ("limits", "rooms one connection may be in at once"),
     "presence_threshold": ("limits", "room size above which join/leave is not announced"),
     "outbound_buffer_bytes": ("connections", "send buffer per connection before closing 4000"),
     "heartbeat": ("connections", "seconds between pings; silent peers drop (0: off)"),
+    "request_timeout": ("connections", "seconds a new connection has to send its request"),
     "shutdown_timeout": ("connections", "seconds to let clients close on shutdown"),
     "log_level": ("logging", "DEBUG, INFO, WARNING or ERROR"),
 }
@@ -134,9 +141,12 @@ def _convert(name: str, value: Any) -> Any:
 
 def _validate(settings: Settings) -> Settings:
     numeric = ("max_message_bytes", "rate_limit", "rate_burst", "max_connections_per_ip")
-    for name in (*numeric, "outbound_buffer_bytes", "heartbeat", "session_ttl", "port"):
+    timing = ("heartbeat", "session_ttl", "request_timeout")
+    for name in (*numeric, "outbound_buffer_bytes", *timing, "port"):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{name} must not be negative")
+    if settings.max_connections < -1:
+        raise SettingsError("max_connections is -1 (automatic), 0 (off) or a number")
     if settings.port > 65535:
         raise SettingsError("port must be at most 65535")
     if settings.log_level.upper() not in LOG_LEVELS:

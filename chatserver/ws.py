@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -17,9 +18,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from .connection import Connection, Dialect, pin_kernel_send_buffer
 from .directory import SessionRecord
 from .errors import CommandError, Unavailable
+from .guard import CRASHES
 from .hub import CLOSE_BANNED, Hub
 from .keys import ADDRESSES, HUB, SETTINGS
-from .limits import TokenBucket, origin_allowed
+from .limits import TokenBucket, host_allowed, origin_allowed
 from .pages import index_page
 from .protocol import (
     DEFAULT_ROOM,
@@ -105,11 +107,10 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         while conn is not None and not conn.closed:
             msg = await ws.receive()
             conn.last_seen = time.monotonic()
-            if msg.type is not WSMsgType.PONG:  # a pong only proves liveness
-                leave = await _on_frame(conn, ws, hub, msg)
-                if leave is not None:
-                    reason = leave
-                    break
+            leave = await _guarded_frame(conn, ws, hub, msg)
+            if leave is not None:
+                reason = leave
+                break
     except ConnectionError:
         reason = "error"
     finally:
@@ -131,6 +132,8 @@ def _count_close(hub: Hub, ws: web.WebSocketResponse) -> None:
 
 
 def _check_handshake(request: web.Request, settings: Settings, hub: Hub) -> None:
+    if not host_allowed(request.headers.get("Host"), settings.host, settings.allowed_hosts):
+        raise web.HTTPForbidden(text="Host not allowed (see --allowed-hosts)\n")
     if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
         raise web.HTTPForbidden(text="Origin not allowed\n")
     if hub.shutting_down:
@@ -141,6 +144,7 @@ def _new_socket(settings: Settings) -> web.WebSocketResponse:
     return web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),
         autoping=False,  # pongs must reach us: they are the heartbeat's proof of life
+        autoclose=False,  # we answer close frames, so a forbidden code gets 1002
         compress=False,  # zlib state per connection dwarfs the rest (docs/operations.md)
         max_msg_size=settings.max_message_bytes,
         timeout=5.0,
@@ -299,10 +303,29 @@ async def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
 # ---------------------------------------------------------------------- receiving
 
 
+async def _guarded_frame(
+    conn: Connection, ws: web.WebSocketResponse, hub: Hub, msg: aiohttp.WSMessage
+) -> str | None:
+    """:func:`_on_frame`, with any exception no handler expected turned into an
+    ``internal_error`` event and one rate-limited log line (chatserver.guard)."""
+    try:
+        return await _on_frame(conn, ws, hub, msg)
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        CRASHES.report(exc, f"a {msg.type.name.lower()} frame from connection {conn.conn_id}")
+        _error(conn, "internal_error", "the server could not handle that frame")
+        return None
+
+
 async def _on_frame(
     conn: Connection, ws: web.WebSocketResponse, hub: Hub, msg: aiohttp.WSMessage
 ) -> str | None:
     """Handle one received frame; a leave reason ends the connection."""
+    if msg.type in RATED_FRAMES and not _within_rate(conn, hub, msg.type in DATA_FRAMES):
+        return "error" if conn.closed else None
+    if msg.type is WSMsgType.PONG:  # a pong only proves liveness (last_seen)
+        return None
     if msg.type is WSMsgType.TEXT:
         return None if await _on_text(conn, hub, msg.data) else "quit"
     if msg.type is WSMsgType.PING:
@@ -312,8 +335,71 @@ async def _on_frame(
     if msg.type is WSMsgType.BINARY:
         _error(conn, "binary_unsupported", "binary frames are not supported; send text")
         return None
+    if msg.type is WSMsgType.CLOSE:
+        await _answer_close(ws, msg.data)
     # ERROR (e.g. 1009 for an oversized frame), or CLOSE, CLOSING, CLOSED.
     return "error" if msg.type is WSMsgType.ERROR else "quit"
+
+
+# RFC 6455 section 7.4.1: these are reserved for reporting, never sent in a frame.
+NEVER_ON_THE_WIRE = frozenset({1005, 1006, 1015})
+
+
+async def _answer_close(ws: web.WebSocketResponse, code: int) -> None:
+    """Reply to a peer's close frame: 1002 for a code that must not be sent, else 1000."""
+    bad = code < 1000 or code in NEVER_ON_THE_WIRE
+    reply = WSCloseCode.PROTOCOL_ERROR if bad else WSCloseCode.OK
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.close(code=reply, message=b"invalid close code" if bad else b"")
+
+
+# Every frame a peer sends costs the server work, so each takes a token: a
+# flood of binary frames, pings or pongs is refused and closed (1008) like a
+# flood of messages. Only data frames get a ``rate_limited`` reply; answering
+# every refused control frame would be an amplifier.
+RATED_FRAMES = frozenset({WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG})
+DATA_FRAMES = frozenset({WSMsgType.TEXT, WSMsgType.BINARY})
+
+
+def _within_rate(conn: Connection, hub: Hub, reply: bool) -> bool:
+    """Take a token for one frame; past the rate refuse it, and close a flood with 1008."""
+    if conn.bucket.take():
+        return True
+    if conn.bucket.abusive():
+        hub.disconnect(conn, "error", "flooding")
+        _close_flooder(conn)
+    elif reply:
+        _error(conn, "rate_limited", "slow down: too many messages")
+    return False
+
+
+FLOOD_LINGER = 0.5  # seconds a flooder's close frame gets to reach it before we hang up
+FLOOD_REASON = b"rate limit exceeded repeatedly"
+FLOOD_CLOSE_FRAME = struct.pack("!BBH", 0x88, 2 + len(FLOOD_REASON), 1008) + FLOOD_REASON
+
+
+def _close_flooder(conn: Connection) -> None:
+    """Send what is queued and a 1008 close frame, stop reading, hang up soon.
+
+    Not ``ws.close()``: that waits for the peer's close reply by decoding every
+    frame the flooder keeps sending, for the whole close timeout, which is
+    what let a ping flood slow everyone else.
+    """
+    conn.flush()
+    conn.closed = True
+    transport = conn.transport
+    if transport.is_closing():
+        return
+    transport.write(FLOOD_CLOSE_FRAME)
+    transport.pause_reading()
+    # chat_socket waits for this before returning, so aiohttp's own close
+    # finds the transport gone instead of reading the flood.
+    conn.closing = asyncio.create_task(_hang_up(transport))
+
+
+async def _hang_up(transport: asyncio.Transport) -> None:
+    await asyncio.sleep(FLOOD_LINGER)
+    transport.abort()
 
 
 async def _on_text(conn: Connection, hub: Hub, data: str) -> bool:
@@ -321,13 +407,6 @@ async def _on_text(conn: Connection, hub: Hub, data: str) -> bool:
     conn.messages_in += 1
     conn.bytes_in += len(data)
     conn.last_activity = time.time()
-    if not conn.bucket.take():
-        if conn.bucket.abusive():
-            hub.disconnect(conn, "error", "flooding")
-            hub.close(conn, WSCloseCode.POLICY_VIOLATION, "rate limit exceeded repeatedly")
-            return False
-        _error(conn, "rate_limited", "slow down: too many messages")
-        return True
     ref: str | int | None = None
     try:
         if conn.is_json:

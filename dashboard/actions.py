@@ -16,8 +16,10 @@ from chatserver.connection import Connection
 from chatserver.directory import ConnInfo
 from chatserver.errors import CommandError, Unavailable
 from chatserver.hub import Hub
-from chatserver.moderation import Moderation, parse_duration, until_text
+from chatserver.inputs import MAX_INT
+from chatserver.moderation import MAX_DURATION, Moderation, parse_duration, until_text
 from chatserver.protocol import parse_uint
+from chatserver.text import describe, refused_char
 
 from .rows import connection_row
 
@@ -40,6 +42,9 @@ def text_field(fields: Fields, key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise CommandError("bad_request", f"{key} must be a string")
+    if key == "name" and (ch := refused_char(value, name=True)) is not None:
+        # The chat refuses such a name, so no live user has it; say so now.
+        raise CommandError("bad_request", f"a name cannot contain {describe(ch)}")
     return value.strip() or None
 
 
@@ -49,13 +54,17 @@ def int_field(fields: Fields, key: str) -> int | None:
         return None
     if isinstance(value, str) and (number := parse_uint(value.strip())) is not None:
         return number
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    # Bounded here, where it is parsed: past 2**63 - 1 SQLite cannot store it.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT:
         return value
-    raise CommandError("bad_request", f"{key} must be a non-negative integer")
+    raise CommandError("bad_request", f"{key} must be an integer from 0 to {MAX_INT}")
 
 
 def duration_field(fields: Fields) -> float | None:
     value = fields.get("duration")
+    # float() of an integer with hundreds of digits raises OverflowError.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_DURATION:
+        raise CommandError("bad_request", "duration must be between 0 and 10 years")
     if value is None or (isinstance(value, int | float | str) and not isinstance(value, bool)):
         return parse_duration(value)
     raise CommandError("bad_request", "duration must be seconds or a text like 10m")

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from chatserver.errors import CommandError
+from chatserver.inputs import check_json_depth
 from chatserver.keys import HUB, ROOM_LOG, SETTINGS
 from chatserver.protocol import parse_uint
 from chatserver.ws import client_address
@@ -99,6 +100,7 @@ async def json_body(request: web.Request) -> dict[str, object]:
     raw = await request.read()
     if not raw.strip():
         return {}
+    check_json_depth(raw)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -278,7 +280,8 @@ def create_api() -> web.Application:
         ("GET", "/operators", get_operators),
         # Last: unknown paths (and known paths with another method) get a JSON 404,
         # after authentication like everything else.
-        ("*", "/{tail:.*}", unknown_route),
+        # [\s\S], not ".": a path with an encoded newline must land here too.
+        ("*", "/{tail:[\\s\\S]*}", unknown_route),
     ]
     for method, path, handler in routes:
         api.router.add_route(method, path, guarded(handler))

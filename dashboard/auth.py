@@ -21,7 +21,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-from chatserver.limits import origin_allowed
+from chatserver.keys import SETTINGS
+from chatserver.limits import host_allowed, origin_allowed
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,9 @@ def same_origin(request: web.Request) -> bool:
     """
     fetch_site = request.headers.get("Sec-Fetch-Site")
     if fetch_site is not None and fetch_site not in {"same-origin", "none"}:
+        return False
+    settings = request.config_dict[SETTINGS]
+    if not host_allowed(request.headers.get("Host"), settings.host, settings.allowed_hosts):
         return False
     origin = request.headers.get("Origin")
     return origin is None or origin_allowed(origin, request.host, ())

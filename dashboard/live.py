@@ -42,6 +42,7 @@ from chatserver.connection import Connection
 from chatserver.errors import CommandError
 from chatserver.health import Health
 from chatserver.hub import ConnectionChange, Hub
+from chatserver.inputs import check_json_depth
 from chatserver.moderation import Change, Moderation
 from chatserver.roomlog import RoomLog
 
@@ -284,6 +285,7 @@ class Viewer:
 
     def on_message(self, data: str) -> None:
         try:
+            check_json_depth(data)  # json.loads raises RecursionError on deep nesting
             message = json.loads(data)
             if isinstance(message, dict) and message.get("type") == "room":
                 self._watch_room(message)

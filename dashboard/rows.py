@@ -7,6 +7,7 @@ filter (or only a slice when there is none), never a full table sent out.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import heapq
 import itertools
@@ -323,6 +324,7 @@ def server_stats(hub: Hub, in_rate: float, out_rate: float, node: str) -> Row:
         "started": round(hub.started, 3),
         "uptime": round(time.time() - hub.started, 1),
         "rss_bytes": rss_bytes(),
+        "tasks": len(asyncio.all_tasks()),  # flat over a long run, or something leaks
         "node": node,
     }
 

@@ -78,7 +78,7 @@ async def test_names_are_unique_case_insensitively(connect: Connect) -> None:
     error = await other.until_type("error")
     assert error == {"type": "error", "code": "name_taken", "message": error["message"], "ref": 7}
     await other.send_json(type="nick", name="User 1")
-    assert (await other.until_type("error"))["code"] == "name_invalid"
+    assert (await other.until_type("error"))["code"] == "name_taken"  # reserved for user 1
     await other.send_json(type="who")
     who = await other.until_type("who")
     assert [u["name"] for u in who["users"]] == ["Alice", "User 2"]

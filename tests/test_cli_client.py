@@ -251,12 +251,23 @@ async def test_end_of_input_sends_what_was_typed_and_exits_zero(
 
 
 async def test_escapes_control_characters_from_the_network(
-    chat: ChatServer, cli: StartCli, connect: Connect
+    aiohttp_server: AiohttpServer, cli: StartCli
 ) -> None:
-    """C1 controls, bidi overrides and newlines in a message are shown escaped; tab stays."""
-    client = await cli(chat.url("/"), "--name", "alice")
-    bob = await connect(json=True, name="bob")
-    await bob.send_json(type="message", text="csi\x9b2J rtl\u202eevil\nfake line\tend")
+    """C1 controls, bidi overrides and newlines in a message are shown escaped; tab stays.
+
+    The chat server refuses such text (tests/test_text_rules.py), so a scripted
+    server sends it, as an older or hostile server could.
+    """
+
+    async def script(ws: web.WebSocketResponse, attempt: int) -> None:
+        await ws.send_json(welcome())
+        text = "csi\x9b2J rtl\u202eevil\nfake line\tend"
+        await ws.send_json(message(1, text, user={"id": 2, "name": "bob"}))
+        await ws.close()
+
+    server, _ = await scripted_server(aiohttp_server, script)
+    client = await cli(str(server.make_url("/")).replace("http", "ws", 1))
+    assert await client.exit_code() == 0
     line = await client.screen.expect(r"bob: csi")
     assert line.endswith(r"bob: csi\x9b2J rtl\u202eevil\nfake line" + "\tend")
     assert not re.search("[\x9b\u202e]", client.screen.getvalue())

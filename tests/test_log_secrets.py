@@ -1,0 +1,51 @@
+"""Secrets stay out of logs: the access log masks resume tokens in query strings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable
+
+import aiohttp
+
+from chatserver.accesslog import redact
+from tests.conftest import ADMIN_TOKEN, JSON, TIMEOUT, ServerProcess
+
+
+def test_redact_masks_secret_query_parameters_only() -> None:
+    """session, token and csrf values become ***; other parameters stay readable."""
+    line = "GET /ws?name=bob&session=abc123&last=lobby:5&token=t0k&CSRF=x HTTP/1.1"
+    assert redact(line) == "GET /ws?name=bob&session=***&last=lobby:5&token=***&CSRF=*** HTTP/1.1"
+
+
+async def welcome(http: aiohttp.ClientSession, url: str) -> dict[str, object]:
+    async with http.ws_connect(url, protocols=JSON) as ws:
+        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        event: dict[str, object] = json.loads(msg.data)
+        return event
+
+
+async def test_a_resume_leaves_no_token_in_the_log(
+    server_process: Callable[..., ServerProcess], http: aiohttp.ClientSession
+) -> None:
+    """After a connect, a resume with ?session= and API calls, no token is in the output."""
+    server = await asyncio.to_thread(server_process, "--log-level", "INFO")
+    first = await welcome(http, server.url(name="alice"))
+    token = str(first["session"])
+    resumed = await welcome(http, server.url(session=token, last="lobby:0"))
+    assert resumed["resumed"] is True
+    base = f"http://127.0.0.1:{server.port}"
+    async with http.get(f"{base}/?session={token}") as page:
+        assert page.status == 200
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with http.get(f"{base}/admin/api/stats?token={ADMIN_TOKEN}", headers=headers) as api:
+        assert api.status == 200
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait, 10) == 0
+    assert server.proc is not None
+    assert server.proc.stdout is not None
+    output = "".join(server.output) + server.proc.stdout.read()
+    assert "session=***" in output  # the access log did log the resume
+    assert token not in output
+    assert ADMIN_TOKEN not in output
