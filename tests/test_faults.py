@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, ChatServer, Connect, Peer, make_settings
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, ChatServer, Connect, Peer, make_settings
 
 MOUNT_SIZE = "2m"
 
@@ -167,5 +167,33 @@ async def test_dashboard_shows_a_banner_while_the_store_cannot_write(
             filler.unlink()
             assert (await post(sender, "space is back"))["type"] == "message"
             await page.wait_for_selector("#health[hidden]", state="attached", timeout=10_000)
+    finally:
+        await server.stop()
+
+
+async def test_an_operator_action_that_cannot_be_stored_leaves_nothing_behind(
+    small_disk: Path, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    """On a full disk a ban or mute answers 503 store_unavailable, and no ban,
+    mute or audit entry exists afterwards, in memory or on disk."""
+    server = ChatServer(make_settings(small_disk, db=str(small_disk / "chat.db")))
+    await server.start()
+    base = f"http://127.0.0.1:{server.settings.port}/admin/api/"
+    try:
+        target = await connect(json=True, server=server, name="target")
+        await target.until_type("welcome")
+        filler = fill(small_disk)
+        for path, body in (
+            ("bans", {"name": "target", "reason": "x"}),
+            ("mutes", {"name": "target", "reason": "x"}),
+        ):
+            async with http.post(base + path, json=body, headers=ADMIN_AUTH) as response:
+                assert response.status == 503, await response.text()
+                assert (await response.json())["error"]["code"] == "store_unavailable"
+        for path, key in (("bans", "bans"), ("mutes", "mutes"), ("audit", "entries")):
+            async with http.get(base + path, headers=ADMIN_AUTH) as response:
+                assert (await response.json())[key] == []
+        filler.unlink()
+        assert (await post(target, "still here"))["type"] == "message", "not muted, not banned"
     finally:
         await server.stop()
