@@ -167,7 +167,9 @@ class LiveHub:
             self.node = request_node(self.hub, request.transport.get_extra_info("sockname"))
 
     def stats(self) -> Row:
-        stats = server_stats(self.hub, self.sampler.in_rate, self.sampler.out_rate, self.node)
+        # In Redis mode a node is known by its --node-id, as in the rows' node column.
+        node = self.hub.node if self.hub.settings.redis_url else self.node
+        stats = server_stats(self.hub, self.sampler.in_rate, self.sampler.out_rate, node)
         stats["problems"] = problems_text(self.health)
         return stats
 
