@@ -95,6 +95,10 @@ class Directory(Protocol):
 
     def save_session(self, record: SessionRecord) -> None: ...
 
+    async def persist_session(self, record: SessionRecord) -> None:
+        """Save ``record`` so that every node can load it once this returns (a
+        welcome's token must resume anywhere, however soon)."""
+
     async def take_session(self, user_id: int, conn_id: int) -> None:
         """Make ``conn_id`` the holder of ``user_id``'s session; a holder on another
         node is told to close (4001)."""
@@ -207,6 +211,10 @@ class LocalDirectory:
     def save_session(self, record: SessionRecord) -> None:
         self._sessions[record.token_hash] = record
         self._batcher.add(record.token_hash)
+
+    async def persist_session(self, record: SessionRecord) -> None:
+        # One process: a pending record is already what load_session reads.
+        self.save_session(record)
 
     async def flush(self) -> None:
         await self._batcher.flush()

@@ -428,16 +428,23 @@ class Hub:
     # ------------------------------------------------------------------ sessions
 
     def save_session(self, conn: Connection, rooms: list[str] | None = None) -> None:
-        if not conn.session:
-            return
-        record = SessionRecord(
+        if conn.session:
+            self.directory.save_session(self._session_record(conn, rooms))
+
+    async def persist_session(self, conn: Connection, rooms: list[str]) -> None:
+        """Save the session (with the rooms it is joining) now, for every node,
+        before its token is handed out."""
+        if conn.session:
+            await self.directory.persist_session(self._session_record(conn, list(rooms)))
+
+    def _session_record(self, conn: Connection, rooms: list[str] | None) -> SessionRecord:
+        return SessionRecord(
             token_hash=conn.session,
             user_id=conn.user.id,
             name=conn.name,
             rooms=list(conn.rooms) if rooms is None else rooms,
             expires=time.time() + self.settings.session_ttl,
         )
-        self.directory.save_session(record)
 
     # ------------------------------------------------------------------ observers
 

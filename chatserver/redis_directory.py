@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 
 import msgspec
 from redis.asyncio.client import Pipeline
@@ -129,17 +130,17 @@ class RedisDirectory:
         )
 
     def save_session(self, record: SessionRecord) -> None:
+        self.link.later("save session", self._session_write(record))
+
+    async def persist_session(self, record: SessionRecord) -> None:
+        await self.link.in_order("save session", self._session_write(record))
+
+    def _session_write(self, record: SessionRecord) -> Callable[[Pipeline], object]:
         key = self.link.key("session", record.token_hash)
-        data = json.dumps(
-            {
-                "user_id": record.user_id,
-                "name": record.name,
-                "rooms": record.rooms,
-                "expires": record.expires,
-            }
-        )
+        fields = {"user_id": record.user_id, "name": record.name, "rooms": record.rooms}
+        data = json.dumps({**fields, "expires": record.expires})
         ttl = max(1, int(record.expires - time.time()))
-        self.link.later("save session", lambda pipe: pipe.set(key, data, ex=ttl))
+        return lambda pipe: pipe.set(key, data, ex=ttl)
 
     async def take_session(self, user_id: int, conn_id: int) -> None:
         key = self.link.key("holder", user_id)

@@ -251,6 +251,7 @@ async def _greet(
     history: int,
 ) -> None:
     """Welcome a registered connection, join its rooms and replay what it asked for."""
+    await hub.persist_session(conn, identity.rooms)
     conn.enqueue(await _welcome(conn, identity, hub))
     for notice in identity.notices:
         conn.send(Rendered(notice))

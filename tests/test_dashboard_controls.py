@@ -62,6 +62,29 @@ async def test_bans_form_ban_button_bans_the_name(
     assert [ban["name"] for ban in bans] == ["mallory"]
 
 
+async def test_ticked_rows_stay_ticked_when_the_table_refreshes(
+    browser: Browser,
+    server: TestServer,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A live refresh of the connections table (a new view, a new connection)
+    keeps the rows an operator ticked, so a bulk action acts on them."""
+    first = await joined(http, server, "first", "lobby")
+    page = await live_page(browser, server)
+    await page.locator("#conns tbody tr", has_text="first").locator("input.pick").check()
+    await page.fill("#filter input[name=q]", "fir")  # the typing's view comes 250 ms later
+    second = await joined(http, server, "firstborn", "lobby")
+    await expect(page.locator("#conns tbody tr")).to_have_count(2)
+    await page.wait_for_timeout(1000)
+    picked = page.locator("#conns tbody input.pick:checked")
+    await expect(picked).to_have_count(1)
+    await page.click("#bulk-kick")
+    await expect(page.locator("#act-dialog")).to_be_visible()
+    await page.press("#dialog-reason", "Enter")
+    assert (await first.closed())[0] == 4500
+    assert not second.ws.closed
+
+
 async def joined(http: aiohttp.ClientSession, server: TestServer, name: str, room: str) -> Peer:
     """A JSON chat client named ``name`` whose first room is ``room``."""
     ws = await http.ws_connect(

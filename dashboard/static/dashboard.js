@@ -201,7 +201,14 @@
   }
 
   function onConns(message) {
+    // A refresh of the table must not drop the rows an operator has ticked.
+    const ticked = new Set(
+      [...connBody.querySelectorAll("input.pick:checked")].map((box) => box.value)
+    );
     applyDiff(message, connBody, connRows, CONN_FIELDS, "id", makeConnRow);
+    for (const box of connBody.querySelectorAll("input.pick")) {
+      if (ticked.has(box.value)) box.checked = true;
+    }
     if ("total" in message) {
       position = { total: message.total, page: message.page, pages: message.pages, per_page: message.per_page };
       $("#conn-position").textContent =
@@ -575,6 +582,7 @@
     const form = event.target;
     if (form === filterForm) {
       event.preventDefault();
+      clearTimeout(filterTimer); // the typing's delayed view would only repeat this one
       filterForm.elements.page.value = "1";
       sendView();
     } else if (form === dialogForm) {
