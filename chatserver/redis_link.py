@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.client import Pipeline
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "broker"
 SOCKET_TIMEOUT = 2.0  # seconds: a command never waits longer on a dead Redis
 RETRIES = 2
+POOL_SIZE = 32  # connections to Redis per node for awaited commands
 MAX_LATER = 100_000  # queued background writes before new ones are dropped
 
 Queued = Callable[[Pipeline], object]
@@ -59,13 +61,19 @@ class RedisLink:
         self.prefix = prefix
         self.health = health
         retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), RETRIES)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+        # Bounded, and waiting for a free connection rather than failing: a
+        # connect storm of a thousand clients otherwise opens a thousand Redis
+        # connections and gets "Too many connections" for most of them.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=POOL_SIZE,
+            timeout=SOCKET_TIMEOUT * 2,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=SOCKET_TIMEOUT,
             retry=retry,
             health_check_interval=10,
         )
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         # The subscriber must see a dropped connection (to catch up), so its
         # client does not reconnect behind our back.
         self.subscriber_client: aioredis.Redis = aioredis.Redis.from_url(

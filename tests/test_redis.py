@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -564,3 +565,25 @@ async def test_a_silent_subscription_is_noticed_and_nothing_is_missed(
     finally:
         await asyncio.to_thread(listener_node.stop)
         await proxy.stop()
+
+
+async def test_a_connect_storm_on_one_node_is_welcomed_whole(
+    nodes: Callable[[int], list[ServerProcess]],
+) -> None:
+    """400 clients connecting at once to one Redis-mode node all get their welcome
+    (a pool that opened a Redis connection per waiting command ran out)."""
+    (node,) = nodes(1)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def welcome() -> tuple[aiohttp.ClientWebSocketResponse, str]:
+            ws = await session.ws_connect(node.url(room="storm"), protocols=JSON)
+            first = await ws.receive(timeout=30)
+            return ws, json.loads(first.data)[
+                "type"
+            ] if first.type is aiohttp.WSMsgType.TEXT else str(first.data)
+
+        results = await asyncio.gather(*(welcome() for _ in range(400)))
+        assert [kind for _, kind in results] == ["welcome"] * 400
+        for ws, _ in results:
+            await ws.close()
