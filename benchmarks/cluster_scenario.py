@@ -457,7 +457,8 @@ def render_cluster(plan: ClusterPlan, runs: ClusterRuns) -> str:
         f"Closed loop of at most {t.window} messages not yet delivered everywhere, "
         f"{t.size}-byte messages, {t.duration:.0f} s per run, median of {plan.reps} runs, "
         "setups interleaved. Server CPU µs/delivery of a node = that process's CPU / "
-        "deliveries to the clients connected to it. Redis commands/message = the "
+        "deliveries to the receivers connected to it (the senders get every message too, "
+        "uncounted, alike in every setup). Redis commands/message = the "
         "calls in `INFO commandstats` during the measured phase (our own `INFO` left "
         "out) / messages posted.",
         not_measured(runs),
