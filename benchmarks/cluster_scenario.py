@@ -289,11 +289,27 @@ def verdict(plan: ClusterPlan, runs: ClusterRuns) -> str:
         lines.append(f"- per-node CPU per delivery within {CPU_TARGET}x of embedded: NOT MEASURED")
     lines.append(constant_line(plan, small.of(f"ours-redis-{plan.sweep_nodes}"), two, "ours"))
     lines.append(constant_line(plan, small.of(PEER.name), peer, "python-socketio (reference)"))
+    lines += reorder_note(peer)
     if two:
         lossless = all(r.lost == 0 for r in two) and all(r.reordered == 0 for r in two)
         lines.append(f"- ours on 2 nodes: zero loss, order kept: {met(lossless)}")
     lines.append(latency_line(runs.light))
     return "\n".join(lines)
+
+
+def reorder_note(peer: list[ClusterResult]) -> list[str]:
+    """Why the peer's cluster reorders, when it does."""
+    reordered = sum(r.reordered for r in peer)
+    if not reordered:
+        return []
+    deliveries = sum(r.deliveries for r in peer)
+    return [
+        f"- python-socketio (reference): {reordered:,} of {deliveries:,} deliveries out of "
+        "order (per sender). It runs each event handler as a task of its own "
+        "(`async_handlers=True`, its default), so two messages of one sender are handled, "
+        "and published to Redis over its pool of connections, concurrently and can arrive "
+        "in either order."
+    ]
 
 
 def constant_line(
@@ -460,7 +476,9 @@ def render_cluster(plan: ClusterPlan, runs: ClusterRuns) -> str:
         "deliveries to the receivers connected to it (the senders get every message too, "
         "uncounted, alike in every setup). Redis commands/message = the "
         "calls in `INFO commandstats` during the measured phase (our own `INFO` left "
-        "out) / messages posted.",
+        "out) / messages posted. Redis CPU is the `redis-server` process's CPU time over "
+        "the phase, its idle housekeeping included, which is most of it when few "
+        "messages flow.",
         not_measured(runs),
         report.table(THROUGHPUT_HEADERS, rows),
         verdict(plan, runs),
