@@ -18,6 +18,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 
+import psutil
+
 from benchmarks.client import Endpoint, Hub, SocketOptions, open_paced
 from benchmarks.commands import ClientSpec, PhaseStarted, StartPhase, StopPhase, WorkerReport
 from benchmarks.dialects import Dialect, url_for
@@ -37,6 +39,7 @@ from benchmarks.redis_server import RedisServer, calls_between, running_redis
 from benchmarks.server import ServerCommand, ServerProcess, running_server
 from benchmarks.targets import SOCKETIO, Target, ours
 from benchmarks.window import Window
+from benchmarks.worker import cpu_seconds
 
 # How the Redis URL appears in the quoted commands: its port is chosen per run.
 URL_SHOWN = "redis://127.0.0.1:{redis}/0"
@@ -136,7 +139,9 @@ class ClusterResult:
     lost: int
     reordered: int
     drained: bool
-    client_cpu_s: float
+    client_cpu_s: float  # the receiver processes
+    sender_cpu_s: float  # this process: the senders and the window
+    machine_cpu_s: float  # every process on the machine, ours and others'
 
     @property
     def deliveries_per_s(self) -> float:
@@ -155,6 +160,12 @@ class ClusterResult:
     def worst_node_us_per_delivery(self) -> float:
         """The costliest node's CPU per delivery."""
         return max(self.node_us_per_delivery, default=0.0)
+
+    @property
+    def other_cpu_s(self) -> float:
+        """CPU that processes outside this run took meanwhile (the machine is shared)."""
+        ours = sum(self.node_cpu_s) + self.redis_cpu_s + self.client_cpu_s + self.sender_cpu_s
+        return max(0.0, self.machine_cpu_s - ours)
 
     @property
     def redis_commands(self) -> int:
@@ -227,15 +238,25 @@ class Reading:
     node_cpu_s: tuple[float, ...]
     redis_cpu_s: float
     redis_calls: dict[str, int]
+    own_cpu_s: float
+    machine_cpu_s: float
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every process on the machine has used since boot (all but idle)."""
+    times = psutil.cpu_times()
+    irq = getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)  # Linux only
+    return float(times.user + times.nice + times.system + irq)
 
 
 async def read_counters(rig: ClusterRig, monitors: Sequence[ProcessMonitor]) -> Reading:
     """Read every node's CPU time and, with Redis, its CPU time and command counters."""
     node_cpu = tuple(m.cpu_seconds() for m in monitors)
+    machine, own = machine_cpu_seconds(), cpu_seconds()
     if rig.redis is None:
-        return Reading(node_cpu, 0.0, {})
+        return Reading(node_cpu, 0.0, {}, own, machine)
     redis_cpu = ProcessMonitor(rig.redis.pid).cpu_seconds()
-    return Reading(node_cpu, redis_cpu, await rig.redis.command_calls())
+    return Reading(node_cpu, redis_cpu, await rig.redis.command_calls(), own, machine)
 
 
 async def open_senders(
@@ -350,4 +371,6 @@ def summarise(
         reordered=sum(r.reordered for r in reports),
         drained=lost == 0,
         client_cpu_s=sum(r.cpu_seconds for r in reports),
+        sender_cpu_s=after.own_cpu_s - before.own_cpu_s,
+        machine_cpu_s=after.machine_cpu_s - before.machine_cpu_s,
     )

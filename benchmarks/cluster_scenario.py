@@ -185,8 +185,8 @@ def worst_node_us(runs: Sequence[ClusterResult]) -> float:
 
 
 def shares(r: ClusterResult) -> str:
-    """CPU of the nodes together, Redis and the receiver processes, as shares of one core."""
-    parts = (sum(r.node_cpu_s), r.redis_cpu_s, r.client_cpu_s)
+    """CPU of the nodes, Redis, the load generator and everything else, in shares of a core."""
+    parts = (sum(r.node_cpu_s), r.redis_cpu_s, r.client_cpu_s + r.sender_cpu_s, r.other_cpu_s)
     return " / ".join(report.percent(p / r.elapsed_s) for p in parts)
 
 
@@ -218,7 +218,7 @@ THROUGHPUT_HEADERS = (
     "worst node ÷ embedded",
     "Redis commands/message",
     "Redis CPU µs/message",
-    "CPU: nodes / Redis / receivers",
+    "CPU: nodes / Redis / load generator / other processes",
     "this ÷ socketio 2 nodes",
 )
 
@@ -422,7 +422,9 @@ def light_rows(runs: Runs[ClusterResult], clusters: Sequence[Cluster]) -> list[l
 TWO_CORES = (
     "**What a 2-core machine can and cannot show.** Every node, Redis, the two "
     "receiver processes and the sender process share the same 2 cores (the "
-    "CPU column adds up how much of them each part took). So total deliveries/s "
+    "CPU column says how much of them each part took, and how much other "
+    "processes took meanwhile: the machine is shared, and a busy minute elsewhere "
+    "worsens every figure of that run except CPU per delivery). So total deliveries/s "
     "cannot grow with the node count here: a second or third node is one more "
     "process competing for the same cores, and the load generator alone takes "
     "over a core at full speed. The deliveries/s of 2 and 3 nodes are what a "
