@@ -9,7 +9,10 @@ server's CPU and the Redis commands called during the measured phase.
 
 Two loads share that machinery: the closed-loop window of scenario 1
 (:class:`ClusterLoad` without ``rate``: throughput) and an open loop at a
-fixed message rate (with ``rate``: latency at light load).
+fixed message rate (with ``rate``: latency at light load). A third,
+:func:`run_background`, sends nothing and counts the Redis commands a
+connected room costs by itself (presence refreshes, node heartbeats), which
+would otherwise be counted against the messages of whichever run they fall in.
 """
 
 import asyncio
@@ -32,6 +35,7 @@ from benchmarks.loadgen import (
     LoadFailed,
     connect_receivers,
     merge_latency,
+    wait_settled,
 )
 from benchmarks.monitor import ProcessMonitor
 from benchmarks.pool import WorkerPool, worker_pool
@@ -374,3 +378,39 @@ def summarise(
         sender_cpu_s=after.own_cpu_s - before.own_cpu_s,
         machine_cpu_s=after.machine_cpu_s - before.machine_cpu_s,
     )
+
+
+@dataclass(frozen=True)
+class Background:
+    """Redis commands a connected but silent room costs: presence, heartbeats."""
+
+    cluster: str
+    members: int
+    calls: dict[str, int]
+    window_s: float
+
+    @property
+    def per_s(self) -> float:
+        """Commands a second in all."""
+        return sum(self.calls.values()) / self.window_s if self.window_s else 0.0
+
+
+async def run_background(cluster: Cluster, load: ClusterLoad, window_s: float) -> Background:
+    """Connect the room, let the joins settle, then count Redis commands with no messages."""
+    async with running_cluster(cluster, load.workers) as rig:
+        specs = receiver_specs(load, rig.ports)
+        await connect_receivers(rig.pool, cluster.node(""), rig.ports[0], specs, load)
+        senders = await open_senders(cluster.dialect, rig.ports, load.senders, load.connect_timeout)
+        redis = rig.redis
+        if redis is None:
+            raise ValueError("background commands are counted on Redis setups only")
+        try:
+            await wait_settled(rig.pool, load.warmup_timeout)
+            before = await redis.command_calls()
+            await asyncio.sleep(window_s)
+            after = await redis.command_calls()
+        finally:
+            for sender in senders:
+                if sender.transport is not None:
+                    sender.transport.disconnect(graceful=False)
+    return Background(cluster.name, load.members, calls_between(before, after), window_s)

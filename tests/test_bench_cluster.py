@@ -24,6 +24,7 @@ from benchmarks.cluster import (
     ours_node,
     ours_redis,
     receiver_specs,
+    run_background,
     run_cluster,
     socketio_redis,
 )
@@ -115,6 +116,15 @@ def test_socketio_cluster_delivers_every_message_to_the_clients_of_both_nodes() 
     assert result.redis_cpu_s > 0
 
 
+@pytest.mark.usefixtures("redis_server_binary")
+def test_silent_socketio_room_costs_no_redis_commands() -> None:
+    """Connected but posting nothing: the counter window sees no PUBLISH from either node."""
+    quiet = bounded(run_background(socketio_redis(2), SMALL, 1.0))
+    assert quiet.members == SMALL.members
+    assert "publish" not in quiet.calls
+    assert quiet.window_s == 1.0
+
+
 def test_embedded_server_through_the_cluster_runner_at_a_fixed_rate() -> None:
     """The baseline at light load: every message to every receiver, in order, timed."""
     load = ClusterLoad(
@@ -145,7 +155,8 @@ def test_our_redis_nodes_get_the_url_and_are_spread_round_robin() -> None:
 def test_section_says_not_measured_when_our_redis_mode_does_not_start() -> None:
     """No MET or MISSED for targets whose runs could not happen: NOT MEASURED, with the reason."""
     peer: Runs[ClusterResult] = Runs()
-    runs = ClusterRuns(Runs(), Runs(), peer, "chatserver: Redis mode is not implemented", None)
+    reason = "chatserver: Redis mode is not implemented"
+    runs = ClusterRuns(Runs(), Runs(), peer, Runs(), reason, None)
     section = render_cluster(quick_plan(), runs)
     assert "Redis mode is not implemented" in section
     assert "MISSED" not in section
