@@ -23,7 +23,7 @@ T = TypeVar("T")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 CLUSTER_OUTPUT = DEFAULT_OUTPUT.with_name("RESULTS-cluster.md")
 ALL = (1, 2, 3, 4, 5, 6)
-# Needs redis-server and our Redis mode, and takes 10 minutes: opt-in.
+# Needs redis-server and our Redis mode, and takes about 15 minutes: opt-in.
 CLUSTER = cluster_scenario.NUMBER
 
 
