@@ -20,6 +20,7 @@ class ClientSpec:
     room: str | None = None
     source: str | None = None
     slow: bool = False
+    port: int | None = None  # a node of a cluster; None: the port of the Connect
 
 
 @dataclass(frozen=True)

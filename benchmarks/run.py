@@ -1,8 +1,10 @@
 """Run the benchmark scenarios and write ``benchmarks/RESULTS.md``.
 
-``python -m benchmarks.run`` runs all six (about 22 minutes on 2 cores);
+``python -m benchmarks.run`` runs the first six (about 22 minutes on 2 cores);
 ``--quick`` runs each once at a small size; ``--scenario N`` (repeatable)
 picks some. Scenario 3 is compared with scenario 1, so it brings it along.
+Scenario 7 (several nodes on one Redis) runs only when asked for, and alone
+it writes ``benchmarks/RESULTS-cluster.md``.
 """
 
 import argparse
@@ -14,24 +16,35 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from benchmarks import dashboard_bench, report, scenarios, separate
+from benchmarks import cluster_scenario, dashboard_bench, report, scenarios, separate
 from benchmarks.limits import raise_open_files_limit
 
 T = TypeVar("T")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
+CLUSTER_OUTPUT = DEFAULT_OUTPUT.with_name("RESULTS-cluster.md")
 ALL = (1, 2, 3, 4, 5, 6)
+# Needs redis-server and our Redis mode, and takes about 15 minutes: opt-in.
+CLUSTER = cluster_scenario.NUMBER
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one small run of each scenario")
-    parser.add_argument("--scenario", type=int, action="append", choices=ALL, metavar="N")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--scenario", type=int, action="append", choices=(*ALL, CLUSTER), metavar="N"
+    )
+    parser.add_argument(
+        "--output", type=Path, help="default: RESULTS.md, or RESULTS-cluster.md for 7 alone"
+    )
     return parser.parse_args(argv)
 
 
-async def run_sections(plan: scenarios.Plan, chosen: set[int]) -> list[str]:
+async def run_sections(
+    plan: scenarios.Plan,
+    chosen: set[int],
+    cluster_plan: cluster_scenario.ClusterPlan | None = None,
+) -> list[str]:
     """Run the chosen scenarios in order; return their Markdown sections.
 
     A scenario that fails becomes a section saying so, so that one broken
@@ -49,6 +62,7 @@ async def run_sections(plan: scenarios.Plan, chosen: set[int]) -> list[str]:
         4: lambda: _rooms(plan),
         5: lambda: _history(plan),
         6: lambda: run_dashboard(plan),
+        CLUSTER: lambda: _cluster(cluster_plan or cluster_scenario.full_plan()),
     }
     for number, step in steps.items():
         if number in chosen and not (number == 3 and fanout is None):
@@ -83,6 +97,10 @@ async def _history(plan: scenarios.Plan) -> str:
     return scenarios.render_history(plan, await scenarios.run_scenario_history(plan))
 
 
+async def _cluster(plan: cluster_scenario.ClusterPlan) -> str:
+    return cluster_scenario.render_cluster(plan, await cluster_scenario.run_scenario_cluster(plan))
+
+
 async def run_dashboard(plan: scenarios.Plan) -> str:
     """Scenario 6: the admin dashboard with the density scenario's connection count."""
     argv = ["--connections", str(plan.idle.clients)]
@@ -115,12 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     raise_open_files_limit()
     plan = scenarios.quick_plan() if args.quick else scenarios.full_plan()
+    cluster_plan = cluster_scenario.quick_plan() if args.quick else cluster_scenario.full_plan()
     chosen = set(args.scenario or ALL)
+    output = args.output or (CLUSTER_OUTPUT if chosen == {CLUSTER} else DEFAULT_OUTPUT)
     started = datetime.datetime.now(datetime.UTC)
-    sections = uvloop.run(run_sections(plan, chosen))
+    sections = uvloop.run(run_sections(plan, chosen, cluster_plan))
     minutes = (datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60
-    args.output.write_text(document(sections, args.quick, argv, minutes))
-    scenarios.progress(f"wrote {args.output}")
+    output.write_text(document(sections, args.quick, argv, minutes))
+    scenarios.progress(f"wrote {output}")
 
 
 if __name__ == "__main__":

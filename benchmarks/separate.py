@@ -9,7 +9,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 # (section title, file written by its own command)
-SEPARATE_RUNS = (("Soak", "SOAK.md"), ("Ping flood", "FLOOD.md"))
+SEPARATE_RUNS = (("Soak", "SOAK.md"), ("Ping flood", "FLOOD.md"), ("Cluster", "RESULTS-cluster.md"))
 MARK = " (from benchmarks/"
 
 

@@ -52,9 +52,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ServerProcess:
     """A running server subprocess whose output is drained in the background."""
 
-    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process, port: int, ready_text: bytes = READY_TEXT
+    ) -> None:
         self.process = process
         self.port = port
+        self.ready_text = ready_text
         self.tail: collections.deque[bytes] = collections.deque(maxlen=40)
         self.ready = asyncio.Event()
         # Keep reading: a full stdout pipe would block the server mid-benchmark.
@@ -70,7 +73,7 @@ class ServerProcess:
         assert self.process.stdout is not None
         async for line in self.process.stdout:
             self.tail.append(line)
-            if READY_TEXT in line:
+            if self.ready_text in line:
                 self.ready.set()
 
     async def wait_ready(self) -> None:
@@ -107,8 +110,13 @@ class ServerProcess:
 
 
 @contextlib.asynccontextmanager
-async def running_server(command: ServerCommand) -> AsyncIterator[ServerProcess]:
-    """Run the server on a free port for the duration of the block."""
+async def running_server(
+    command: ServerCommand, ready_text: bytes = READY_TEXT
+) -> AsyncIterator[ServerProcess]:
+    """Run the server on a free port for the duration of the block.
+
+    ``ready_text`` is the line that says it listens (Redis prints its own).
+    """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         process = await asyncio.create_subprocess_exec(
@@ -118,7 +126,7 @@ async def running_server(command: ServerCommand) -> AsyncIterator[ServerProcess]
             stderr=asyncio.subprocess.STDOUT,
             cwd=REPO_ROOT,
         )
-        server = ServerProcess(process, port)
+        server = ServerProcess(process, port, ready_text)
         try:
             await server.wait_ready()
             yield server

@@ -72,7 +72,8 @@ class Worker:
             options = SocketOptions(spec.source)
             if spec.slow:
                 options = dataclasses.replace(SLOW_SOCKET, source=spec.source)
-            url = url_for(command.dialect, command.host, command.port, spec.room)
+            port = command.port if spec.port is None else spec.port
+            url = url_for(command.dialect, command.host, port, spec.room)
             jobs.append((url, receiver, options))
         errors = await open_paced(jobs, command.concurrency, command.rate, command.timeout)
         finished = time.monotonic()

@@ -10,6 +10,11 @@ READY_FORMAT = "Server started on ws://{host}:{port}"
 
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``--host``, ``--port`` and ``--uvloop``."""
+    return make_parser(description).parse_args(argv)
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """The parser of :func:`parse_args`, for a peer that takes more options."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
@@ -18,7 +23,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
         action="store_true",
         help="run on uvloop (default: the stock asyncio loop, as the seed did)",
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 def announce(host: str, port: int) -> None:
