@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from .access_log import RedactingAccessLogger
 from .app import create_app
 from .errors import ChatError, SettingsError
 from .keys import HUB
@@ -74,7 +75,12 @@ def _install_uvloop() -> None:
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then close every client with 1001 and exit."""
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=settings.shutdown_timeout,
+        handle_signals=False,
+        access_log_class=RedactingAccessLogger,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     # Handlers first: whoever reads the start line may signal us at once.

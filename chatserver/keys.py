@@ -13,6 +13,7 @@ from .moderation import Moderation, Restrictions
 from .modstore import ModerationStore
 from .roomlog import RoomLog
 from .settings import Settings
+from .tokens import TokenVerifier
 
 SETTINGS = web.AppKey("settings", Settings)
 HEALTH = web.AppKey("health", Health)
@@ -25,3 +26,4 @@ MODERATION_STORE: web.AppKey[ModerationStore] = web.AppKey("moderation_store")
 RESTRICTIONS = web.AppKey("restrictions", Restrictions)
 MODERATION = web.AppKey("moderation", Moderation)
 ADDRESSES = web.AppKey("addresses", AddressCounter)
+TOKENS: web.AppKey[TokenVerifier | None] = web.AppKey("tokens")

@@ -12,6 +12,10 @@ every node.
   publishes its leave, so a node that died (SIGKILL) costs each of its users
   exactly one leave notice, within the expiry.
 * Each node's connections are a hash beside a liveness key, for operators.
+* An account is a hash per registered name (``account:<name key>``, created
+  by ``lua/create_account.lua`` only if absent); ``subjects`` maps a site's
+  user ids (token ``sub``) to ours; ``user-sessions:<id>`` lists a user's
+  resume tokens, so a password change can end them.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import contextlib
 import json
 import logging
 import time
+from typing import Any
 
 import msgspec
 from redis.asyncio.client import Pipeline
 
+from .accounts import Account
 from .broker import Broker, TakeOver
 from .directory import Member, SessionRecord
 from .errors import Unavailable
@@ -124,7 +130,13 @@ class RedisDirectory:
             return None
         data = json.loads(raw)
         return SessionRecord(
-            token_hash, data["user_id"], data["name"], data["rooms"], data["expires"]
+            token_hash,
+            data["user_id"],
+            data["name"],
+            data["rooms"],
+            data["expires"],
+            data.get("identity", "guest"),
+            data.get("allowed"),
         )
 
     def save_session(self, record: SessionRecord) -> None:
@@ -135,10 +147,20 @@ class RedisDirectory:
                 "name": record.name,
                 "rooms": record.rooms,
                 "expires": record.expires,
+                "identity": record.identity,
+                "allowed": record.allowed,
             }
         )
         ttl = max(1, int(record.expires - time.time()))
-        self.link.later("save session", lambda pipe: pipe.set(key, data, ex=ttl))
+        index = self.link.key("user-sessions", record.user_id)
+
+        def write(pipe: Pipeline) -> None:
+            pipe.set(key, data, ex=ttl)
+            pipe.sadd(index, record.token_hash)
+            pipe.expire(index, ttl, gt=True)
+            pipe.expire(index, ttl, nx=True)
+
+        self.link.later("save session", write)
 
     async def take_session(self, user_id: int, conn_id: int) -> None:
         key = self.link.key("holder", user_id)
@@ -151,6 +173,72 @@ class RedisDirectory:
             node, _, _ = previous.decode().partition("|")
             if node != self.node:
                 self.broker.control(TakeOver(user_id, conn_id), node)
+
+    # ------------------------------------------------------------------ accounts
+
+    def _account_key(self, name: str) -> str:
+        return self.link.key("account", name_key(name))
+
+    async def account(self, name: str) -> Account | None:
+        key = self._account_key(name)
+        (raw,) = await self.link.in_order("load account", lambda pipe: pipe.hgetall(key))
+        if not raw:
+            return None
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return Account(
+            name_key(name),
+            data["name"],
+            int(data["user_id"]),
+            data["password_hash"],
+            data.get("locked") == "1",
+            float(data.get("created", "0")),
+        )
+
+    @staticmethod
+    def _account_fields(account: Account) -> list[str | int | float]:
+        return [
+            "name", account.name, "user_id", account.user_id,
+            "password_hash", account.password_hash,
+            "locked", int(account.locked), "created", account.created,
+        ]  # fmt: skip
+
+    async def create_account(self, account: Account) -> bool:
+        script = self.link.scripts["create_account"]
+        keys, fields = [self._account_key(account.name)], self._account_fields(account)
+        created = await self.link.call("create account", script(keys, fields))
+        return bool(created)
+
+    async def save_account(self, account: Account) -> None:
+        key, fields = self._account_key(account.name), self._account_fields(account)
+        mapping: dict[Any, Any] = dict(zip(fields[::2], fields[1::2], strict=True))
+        await self.link.in_order("save account", lambda pipe: pipe.hset(key, mapping=mapping))
+
+    async def delete_account(self, name: str) -> None:
+        key = self._account_key(name)
+        await self.link.in_order("delete account", lambda pipe: pipe.delete(key))
+
+    async def subject_user(self, subject: str) -> int:
+        key = self.link.key("subjects")
+        known = await self.link.call("read subject", self.link.redis.hget(key, subject))
+        if known is not None:
+            return int(known)
+        user_id = await self.new_user_id()
+        await self.link.call("add subject", self.link.redis.hsetnx(key, subject, user_id))
+        # Another node may have won the race: its id is the one.
+        return int(await self.link.call("read subject", self.link.redis.hget(key, subject)))
+
+    async def end_sessions(self, user_id: int, keep: str = "") -> None:
+        index = self.link.key("user-sessions", user_id)
+        (tokens,) = await self.link.in_order("list sessions", lambda pipe: pipe.smembers(index))
+        others = [token.decode() for token in tokens if token.decode() != keep]
+        if not others:
+            return
+
+        def drop(pipe: Pipeline) -> None:
+            pipe.delete(*(self.link.key("session", token) for token in others))
+            pipe.srem(index, *others)
+
+        await self.link.in_order("end sessions", drop)
 
     # ------------------------------------------------------------------ connections
 

@@ -72,7 +72,7 @@ class RedisLink:
         )
         self.scripts: dict[str, AsyncScript] = {
             name: self.redis.register_script(_lua(name))
-            for name in ("append", "claim_name", "release_name", "refresh_name")
+            for name in ("append", "claim_name", "release_name", "refresh_name", "create_account")
         }
         self.subscribed = False  # the broker's subscriber says whether it listens
         self._later: list[_Later] = []
