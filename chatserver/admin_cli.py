@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import aiohttp
 
@@ -105,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--limit", type=int, default=50)
     sub.add_argument("--before", type=int, help="entries older than this id")
 
+    sub = command("account", "reset, lock or unlock a registered name (audit-logged)")
+    sub.add_argument("action", choices=("reset", "lock", "unlock"))
+    sub.add_argument("name", help="the registered name")
+
     command("stats", "server stats: connections, rooms, rates, memory")
     command("rooms", "the largest rooms and their message rates")
     return parser
@@ -155,6 +160,8 @@ def plan(args: argparse.Namespace) -> Call:
         if args.before is not None:
             query["before"] = str(args.before)
         return Call("GET", "audit", query)
+    if command == "account":
+        return Call("POST", f"accounts/{quote(args.name, safe='')}/{args.action}")
     return Call("GET", command)  # bans, mutes, stats, rooms
 
 
@@ -255,6 +262,7 @@ CONNECTION_COLUMNS = [
     ("id", "ID"),
     ("name", "NAME"),
     ("user_id", "USER"),
+    ("identity", "IDENTITY"),
     ("rooms", "ROOMS"),
     ("address", "ADDRESS"),
     ("dialect", "DIALECT"),

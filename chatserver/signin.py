@@ -15,10 +15,11 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from .accounts import Identity
+from .broker import CloseUser
 from .connection import Connection
 from .directory import SessionRecord
 from .errors import ChatError, CommandError
-from .hub import Hub
+from .hub import CLOSE_KICKED, Hub
 from .protocol import (
     SUBPROTOCOL,
     AccountCommand,
@@ -177,3 +178,10 @@ def _identified(conn: Connection, hub: Hub, identity: Identity) -> None:
     hub.save_session(conn)
     hub._notify("update", conn)
     conn.send(Rendered(IdentifiedEvent(user=conn.user, identity=identity)))
+
+
+async def end_account(hub: Hub, user_id: int, reason: str) -> None:
+    """Close the account's connection on whichever node serves it, and forget
+    its resume tokens (an operator locked it or reset its password)."""
+    hub.broker.control(CloseUser(user_id, CLOSE_KICKED, reason))
+    await hub.directory.end_sessions(user_id)

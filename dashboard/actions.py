@@ -17,6 +17,7 @@ from chatserver.errors import CommandError, Unavailable
 from chatserver.hub import Hub
 from chatserver.moderation import Moderation, parse_duration, until_text
 from chatserver.protocol import parse_uint
+from chatserver.signin import end_account
 
 from .rows import connection_row
 
@@ -183,6 +184,38 @@ async def announce(hub: Hub, moderation: Moderation, fields: Fields, actor: str)
     )
 
 
+def account_name(fields: Fields) -> str:
+    name = text_field(fields, "name")
+    if not name:
+        raise CommandError("bad_request", "name (a registered name) is required")
+    return name
+
+
+async def reset_account(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    """A new temporary password (shown once, to the operator); the account's sessions end."""
+    account, password = await hub.accounts.reset(account_name(fields))
+    await end_account(hub, account.user_id, "password reset by an operator")
+    await moderation.record(actor, "account_reset", account.name)
+    return Outcome(
+        f"Reset the password of {account.name}; the temporary password is {password}",
+        {"account": account.name, "user_id": account.user_id, "password": password},
+    )
+
+
+async def lock_account(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    """Lock (or with ``locked`` false, unlock) an account; locking ends its sessions."""
+    locked = fields.get("locked", True) not in {False, "false", "0", "no", "off"}
+    account = await hub.accounts.set_locked(account_name(fields), locked)
+    if locked:
+        await end_account(hub, account.user_id, "account locked by an operator")
+    verb = "locked" if locked else "unlocked"
+    await moderation.record(actor, f"account_{verb[:-2]}", account.name)
+    return Outcome(
+        f"{verb.capitalize()} the account {account.name}.",
+        {"account": account.name, "user_id": account.user_id, "locked": locked},
+    )
+
+
 # One signature for every action, so both edges can dispatch by name.
 Action = Callable[[Hub, Moderation, Fields, str], Awaitable[Outcome]]
 BY_NAME: dict[str, Action] = {
@@ -192,10 +225,12 @@ BY_NAME: dict[str, Action] = {
     "mute": mute,
     "unmute": unmute,
     "announce": announce,
+    "reset_account": reset_account,
+    "lock_account": lock_account,
 }
 
 
 def status_of(error: CommandError) -> int:
     if isinstance(error, Unavailable):
         return 503
-    return 404 if error.code == "not_found" else 400
+    return 404 if error.code in {"not_found", "not_registered"} else 400

@@ -190,6 +190,16 @@ def on_path_id(action: actions.Action, key: str) -> Handler:
     return handler
 
 
+def on_account(action: actions.Action, **fixed: object) -> Handler:
+    """A route that runs ``action`` on the account ``{name}`` of its path."""
+
+    async def handler(request: web.Request) -> web.Response:
+        fields = {**fixed, "name": request.match_info["name"]}
+        return await act(request, action, fields)
+
+    return handler
+
+
 async def post_kick_connection(request: web.Request) -> web.Response:
     body = await json_body(request)
     return await act(
@@ -215,6 +225,9 @@ def create_api() -> web.Application:
         ("GET", "/audit", get_audit),
         ("GET", "/stats", get_stats),
         ("GET", "/rooms", get_rooms),
+        ("POST", "/accounts/{name}/reset", on_account(actions.reset_account)),
+        ("POST", "/accounts/{name}/lock", on_account(actions.lock_account, locked=True)),
+        ("POST", "/accounts/{name}/unlock", on_account(actions.lock_account, locked=False)),
         # Last: unknown paths (and known paths with another method) get a JSON 404,
         # after authentication like everything else.
         ("*", "/{tail:.*}", unknown_route),

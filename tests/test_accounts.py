@@ -8,8 +8,21 @@ import json
 import time
 from typing import Any
 
+import aiohttp
+import pytest
+
+from chatserver import admin_cli
 from chatserver.keys import DIRECTORY, HUB
-from tests.conftest import TIMEOUT, ChatServer, ClusterChat, Connect, Peer, both_modes
+from tests.conftest import (
+    ADMIN_AUTH,
+    ADMIN_TOKEN,
+    TIMEOUT,
+    ChatServer,
+    ClusterChat,
+    Connect,
+    Peer,
+    both_modes,
+)
 
 chat_mode = both_modes()
 
@@ -205,3 +218,89 @@ async def test_registered_policy_lets_guests_read_only(chat: ChatServer, connect
     assert (await member.until_type("who"))["room"] == "staff"
     await member.send_json(type="message", text="members talk", room="lobby")
     assert (await guest.until_type("message"))["text"] == "members talk"
+
+
+async def admin(
+    http: aiohttp.ClientSession, chat: ChatServer, path: str, status: int = 200
+) -> dict[str, Any]:
+    """One admin API call on the first node."""
+    assert chat.server is not None
+    url = f"http://127.0.0.1:{chat.server.port}/admin/api/{path}"
+    async with http.post(url, headers=ADMIN_AUTH) as response:
+        data: dict[str, Any] = await response.json()
+        assert response.status == status, data
+        return data
+
+
+async def test_operator_locks_an_account_on_any_node(
+    chat: ChatServer, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    """Locking closes the account's live connection (4500), refuses its logins
+    and resumes, and is in the audit log; unlocking lets it in again."""
+    alice, welcome = await registered(connect)
+    await alice.close()
+    live = await first_frame_login(connect, "alice", PASSWORD)
+    await welcome_of(live)
+    # In Redis mode this connection is on the second node: the lock crosses nodes.
+    await admin(http, chat, "accounts/alice/lock")
+    assert await live.closed() == (4500, "account locked by an operator")
+    refused = await first_frame_login(connect, "alice", PASSWORD)
+    assert await refused.closed() == (4401, "this account is locked by an operator")
+    await admin(http, chat, "accounts/alice/unlock")
+    again = await first_frame_login(connect, "alice", PASSWORD)
+    assert (await welcome_of(again))["user"] == welcome["user"]
+    assert chat.server is not None
+    audit_url = f"http://127.0.0.1:{chat.server.port}/admin/api/audit"
+    async with http.get(audit_url, headers=ADMIN_AUTH) as response:
+        entries = (await response.json())["entries"]
+    assert [(e["action"], e["target"]) for e in entries[:2]] == [
+        ("account_unlock", "alice"),
+        ("account_lock", "alice"),
+    ]
+
+
+async def test_operator_reset_gives_a_temporary_password(
+    chat: ChatServer, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    """A reset ends the account's sessions and only the temporary password opens it."""
+    alice, welcome = await registered(connect)
+    reset = await admin(http, chat, "accounts/alice/reset")
+    assert await alice.closed() == (4500, "password reset by an operator")
+    stale = await connect(json=True, session=welcome["session"])
+    assert (await welcome_of(stale))["resumed"] is False
+    old = await first_frame_login(connect, "alice", PASSWORD)
+    assert (await old.closed())[0] == 4401
+    fresh = await first_frame_login(connect, "alice", reset["password"])
+    assert (await welcome_of(fresh))["identity"] == "registered"
+    missing = await admin(http, chat, "accounts/nobody/lock", status=404)
+    assert missing["error"]["code"] == "not_registered"
+
+
+async def test_admin_cli_resets_and_locks_and_lists_identity(
+    chat: ChatServer,
+    connect: Connect,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`chatserver admin account reset|lock|unlock NAME`; connections show the identity."""
+    assert chat.server is not None
+    monkeypatch.setenv("CHAT_ADMIN_URL", f"http://127.0.0.1:{chat.server.port}")
+    monkeypatch.setenv("CHAT_ADMIN_TOKEN", ADMIN_TOKEN)
+
+    async def run(*argv: str) -> tuple[int, str]:
+        code = await asyncio.wait_for(asyncio.to_thread(admin_cli.main, list(argv)), 20)
+        return code, capsys.readouterr().out
+
+    alice, _ = await registered(connect)
+    code, out = await run("connections", "--json")
+    assert code == 0
+    [row] = json.loads(out)["connections"]
+    assert (row["name"], row["identity"]) == ("alice", "registered")
+    code, out = await run("account", "reset", "alice")
+    assert code == 0
+    assert out.startswith("Reset the password of alice; the temporary password is ")
+    assert await alice.closed() == (4500, "password reset by an operator")
+    assert (await run("account", "lock", "alice"))[1] == "Locked the account alice.\n"
+    assert (await run("account", "unlock", "alice"))[1] == "Unlocked the account alice.\n"
+    code, _ = await run("account", "lock", "nobody")
+    assert code != 0

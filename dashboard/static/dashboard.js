@@ -13,7 +13,7 @@
   const canvas = $("#chart");
 
   const CONN_FIELDS = [
-    "id", "name", "user_id", "rooms", "address", "dialect", "connected_at",
+    "id", "name", "user_id", "identity", "rooms", "address", "dialect", "connected_at",
     "last_activity", "messages_in", "messages_out", "bytes_out", "buffer_fill", "node",
   ];
   const ROOM_FIELDS = ["name", "members", "messages", "rate"];
