@@ -90,6 +90,8 @@ def _claims(claims: dict[str, Any]) -> TokenClaims:
         not isinstance(rooms, list) or not all(isinstance(room, str) for room in rooms)
     ):
         raise TokenError("token 'rooms' must be a list of room names")
+    if rooms is not None:
+        rooms = [room.removeprefix("#") for room in rooms]
     return TokenClaims(subject, name, rooms, float(claims["exp"]))
 
 

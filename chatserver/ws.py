@@ -174,11 +174,15 @@ async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> 
             hub, query.get("room", DEFAULT_ROOM), signed.name, signed.user_id
         )
         identity.kind, identity.allowed = signed.identity, signed.allowed_rooms
+        if signed.allowed_rooms is not None and identity.rooms[0] not in signed.allowed_rooms:
+            # The first room the token allows, rather than a lobby it forbids.
+            identity.rooms = signed.allowed_rooms[:1]
         return identity
-    if record is not None:
-        return await _resumed_identity(hub, token, record)
-    if hub.settings.auth == "token":
+    resumed = await _resumed_identity(hub, token, record) if record is not None else None
+    if hub.settings.auth == "token" and (resumed is None or resumed.kind != "token"):
         raise SignInRefused("this chat needs a token from its site")
+    if resumed is not None:
+        return resumed
     identity = await _new_identity(hub, query.get("room", DEFAULT_ROOM), query.get("name"))
     if token:
         identity.notices.append(

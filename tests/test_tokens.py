@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.conftest import ChatServer, Connect, Peer, ServerProcess, both_modes
+from tests.test_accounts import gone
 
 chat_mode = both_modes()
 
@@ -88,6 +89,9 @@ async def test_token_rooms_claim_limits_joins(chat: ChatServer, connect: Connect
     assert (await peer.until_type("welcome"))["rooms"] == ["support"]
     await peer.send_json(type="join", room="random")
     assert (await peer.until_type("error"))["code"] == "room_forbidden"
+    elsewhere = await connect(json=True, token=mint(sub="other", name="Eve", rooms=["#support"]))
+    welcome = await elsewhere.until_type("welcome")
+    assert welcome["rooms"] == ["support"], "the first allowed room, not a forbidden lobby"
 
 
 async def test_expired_token_closes_4401(chat: ChatServer, connect: Connect) -> None:
@@ -162,7 +166,14 @@ async def test_token_policy_refuses_guests(chat: ChatServer, connect: Connect) -
     guest: Peer = await connect()
     assert await guest.closed() == (4401, "this chat needs a token from its site")
     member = await connect(json=True, token=mint())
-    assert (await member.until_type("welcome"))["identity"] == "token"
+    welcome = await member.until_type("welcome")
+    assert welcome["identity"] == "token"
+    await gone(chat, member, welcome["user"]["id"])
+    resumed = await connect(json=True, session=welcome["session"])
+    assert (await resumed.until_type("welcome"))["identity"] == "token"
+    login = await connect(json=True, auth="frame")
+    await login.send(json.dumps({"type": "auth", "name": "x", "password": "whatever!"}))
+    assert await login.closed() == (4401, "this chat takes tokens from its site only")
 
 
 async def test_tokens_never_reach_the_log(
