@@ -17,7 +17,7 @@ import secrets
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -94,12 +94,28 @@ def new_temporary_password() -> str:
     return secrets.token_urlsafe(12)
 
 
+class LoginLimits(Protocol):
+    """Failed logins per name and per address (the directory provides one:
+    in memory embedded, shared by every node in Redis mode)."""
+
+    async def retry_after(self, name: str, address: str) -> float:
+        """Seconds until another attempt is allowed (0: now)."""
+
+    async def failed(self, name: str, address: str) -> None: ...
+
+    async def succeeded(self, name: str) -> None: ...
+
+
+def limit_keys(name: str, address: str) -> tuple[str, str]:
+    return f"name:{name_key(name)}", f"addr:{address}"
+
+
 class LoginLimiter:
-    """Failed logins per name and per address in a sliding window.
+    """Failed logins per name and per address in a sliding window, in memory.
 
     ``limit`` failures of one name (and ``ADDRESS_FACTOR`` times as many from
     one address) within ``LOGIN_WINDOW`` seconds refuse further attempts until
-    the oldest failure leaves the window. Counted per node.
+    the oldest failure leaves the window.
     """
 
     def __init__(self, limit: int, window: float = LOGIN_WINDOW) -> None:
@@ -107,14 +123,15 @@ class LoginLimiter:
         self.window = window
         self._failures: dict[str, deque[float]] = {}
 
-    def retry_after(self, name: str, address: str) -> float:
+    async def retry_after(self, name: str, address: str) -> float:
         """Seconds until another attempt is allowed (0: now)."""
         if not self.limit:
             return 0.0
         now = time.monotonic()
+        by_name, by_address = limit_keys(name, address)
         waits = [
-            self._wait(f"name:{name_key(name)}", self.limit, now),
-            self._wait(f"addr:{address}", self.limit * ADDRESS_FACTOR, now),
+            self._wait(by_name, self.limit, now),
+            self._wait(by_address, self.limit * ADDRESS_FACTOR, now),
         ]
         return max(waits)
 
@@ -129,21 +146,21 @@ class LoginLimiter:
             return 0.0
         return times[0] + self.window - now if len(times) >= limit else 0.0
 
-    def failed(self, name: str, address: str) -> None:
+    async def failed(self, name: str, address: str) -> None:
         now = time.monotonic()
-        for key in (f"name:{name_key(name)}", f"addr:{address}"):
+        for key in limit_keys(name, address):
             self._failures.setdefault(key, deque()).append(now)
 
-    def succeeded(self, name: str) -> None:
-        self._failures.pop(f"name:{name_key(name)}", None)
+    async def succeeded(self, name: str) -> None:
+        self._failures.pop(limit_keys(name, "")[0], None)
 
 
 async def check_login(
-    account: Account | None, name: str, password: str, address: str, limiter: LoginLimiter
+    account: Account | None, name: str, password: str, address: str, limiter: LoginLimits
 ) -> Account:
     """The account if ``password`` opens it; else CommandError (rate limited,
     wrong name or password, locked)."""
-    wait = limiter.retry_after(name, address)
+    wait = await limiter.retry_after(name, address)
     if wait > 0:
         raise CommandError(
             "login_rate_limited", f"too many failed logins; try again in {int(wait) + 1} s"
@@ -152,12 +169,12 @@ async def check_login(
         account.password_hash if account is not None else _DUMMY_HASH, password
     )
     if account is None or not matched:
-        limiter.failed(name, address)
+        await limiter.failed(name, address)
         log.info("failed login for a name from %s", address)
         raise CommandError("login_failed", "wrong name or password")
     if account.locked:
         raise CommandError("account_locked", "this account is locked by an operator")
-    limiter.succeeded(name)
+    await limiter.succeeded(name)
     return account
 
 
@@ -175,7 +192,7 @@ class Accounts:
 
     def __init__(self, directory: Directory, login_attempts: int) -> None:
         self.directory = directory
-        self.limiter = LoginLimiter(login_attempts)
+        self.limiter = directory.login_limits(login_attempts)
 
     async def ensure_free(self, name: str, user_id: int) -> None:
         """Raise ``name_registered`` if someone else registered ``name``."""

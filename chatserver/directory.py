@@ -23,7 +23,7 @@ import sqlite3
 import time
 from typing import Protocol
 
-from .accounts import Account
+from .accounts import Account, LoginLimiter, LoginLimits
 from .database import WRITE_FAILURES, Database, in_transaction
 from .health import Health
 from .protocol import User, name_key
@@ -132,6 +132,9 @@ class Directory(Protocol):
 
     async def end_sessions(self, user_id: int, keep: str = "") -> None:
         """Forget every resume token of ``user_id`` but the one hashed ``keep``."""
+
+    def login_limits(self, limit: int) -> LoginLimits:
+        """Where failed logins are counted (``limit`` per name per window)."""
 
 
 class LocalDirectory:
@@ -324,6 +327,9 @@ class LocalDirectory:
         await self.flush()  # a pending save must not bring one back
         sql = "DELETE FROM sessions WHERE user_id = ? AND token_hash != ?"
         await self.db.run(lambda db: db.execute(sql, (user_id, keep)))
+
+    def login_limits(self, limit: int) -> LoginLimits:
+        return LoginLimiter(limit)
 
     async def prune(self) -> None:
         """Forget expired sessions."""

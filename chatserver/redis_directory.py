@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 from redis.asyncio.client import Pipeline
 
-from .accounts import Account
+from .accounts import ADDRESS_FACTOR, LOGIN_WINDOW, Account, LoginLimits, limit_keys
 from .broker import Broker, TakeOver
 from .directory import Member, SessionRecord
 from .errors import Unavailable
@@ -240,6 +240,9 @@ class RedisDirectory:
 
         await self.link.in_order("end sessions", drop)
 
+    def login_limits(self, limit: int) -> LoginLimits:
+        return RedisLoginLimits(self.link, limit)
+
     # ------------------------------------------------------------------ connections
 
     def register(self, conn_id: int) -> None:
@@ -347,3 +350,50 @@ class RedisDirectory:
         self.broker.publish(
             LeaveEvent(room=room, user=user, reason="timeout", detail=detail, ts=time.time())
         )
+
+
+class RedisLoginLimits:
+    """Failed logins counted in Redis, so N nodes do not give an attacker N
+    times the attempts: a counter per name and per address that lives
+    ``LOGIN_WINDOW`` seconds from its first failure (a fixed window)."""
+
+    def __init__(self, link: RedisLink, limit: int, window: float = LOGIN_WINDOW) -> None:
+        self.link = link
+        self.limit = limit
+        self.window = int(window)
+
+    def _keys(self, name: str, address: str) -> tuple[str, str]:
+        by_name, by_address = limit_keys(name, address)
+        return self.link.key("login-fail", by_name), self.link.key("login-fail", by_address)
+
+    async def retry_after(self, name: str, address: str) -> float:
+        if not self.limit:
+            return 0.0
+        keys = self._keys(name, address)
+
+        def read(pipe: Pipeline) -> None:
+            for key in keys:
+                pipe.get(key)
+                pipe.ttl(key)
+
+        name_count, name_ttl, addr_count, addr_ttl = await self.link.pipeline("login limit", read)
+        waits = [0.0]
+        if int(name_count or 0) >= self.limit:
+            waits.append(float(max(1, name_ttl)))
+        if int(addr_count or 0) >= self.limit * ADDRESS_FACTOR:
+            waits.append(float(max(1, addr_ttl)))
+        return max(waits)
+
+    async def failed(self, name: str, address: str) -> None:
+        keys, window = self._keys(name, address), self.window
+
+        def count(pipe: Pipeline) -> None:
+            for key in keys:
+                pipe.incr(key)
+                pipe.expire(key, window, nx=True)
+
+        await self.link.pipeline("login failed", count)
+
+    async def succeeded(self, name: str) -> None:
+        key = self._keys(name, "")[0]
+        await self.link.call("login ok", self.link.redis.delete(key))
