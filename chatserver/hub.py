@@ -190,6 +190,8 @@ class Hub:
         )
         self.save_session(conn)
         self._notify("update", conn)
+        if self.restrictions.find_ban(user.name, conn.remote) is not None:
+            asyncio.get_running_loop().call_soon(self.enforce_bans)
 
     def _set_presence(self, conn: Connection, *, joined: bool) -> None:
         for room in conn.rooms:

@@ -54,6 +54,7 @@ class Settings:
     auth: str = "guests"  # guests: anyone talks; registered: guests only read; token: tokens only
     token_secret: str = ""  # HMAC key of connection tokens (JWT HS256/384/512)
     token_public_key: str = ""  # PEM file (or text) of the site's RS256/ES256 key
+    token_audience: str = ""  # the "aud" tokens must carry ("": not checked)
     restricted_rooms: tuple[str, ...] = ()  # rooms only logged-in users may join
     login_attempts: int = 5  # failed logins per name per minute (4x per address)
 
@@ -103,6 +104,7 @@ HELP: dict[str, tuple[str, str]] = {
     "auth": ("who is who", "who may talk: guests, registered or token (see docs)"),
     "token_secret": ("who is who", "HMAC secret of your site's connection tokens (JWT)"),
     "token_public_key": ("who is who", "PEM file of your site's RS256/ES256 token key"),
+    "token_audience": ("who is who", "the 'aud' claim tokens must carry (unset: not checked)"),
     "restricted_rooms": ("who is who", "rooms only registered or token users may join"),
     "login_attempts": ("who is who", "failed logins per name per minute (0: no limit)"),
 }

@@ -52,19 +52,23 @@ class TokenClaims:
 class TokenVerifier:
     """Checks tokens against the one key the operator configured."""
 
-    def __init__(self, key: Any, algorithms: list[str]) -> None:
+    def __init__(self, key: Any, algorithms: list[str], audience: str = "") -> None:
         self._key = key
         self.algorithms = algorithms
+        self.audience = audience
 
     def verify(self, token: str) -> TokenClaims:
         if len(token.encode("utf-8", "replace")) > MAX_TOKEN_BYTES:
             raise TokenError(f"token is larger than {MAX_TOKEN_BYTES} bytes")
+        required = ["exp", "sub", *(["aud"] if self.audience else [])]
         try:
             claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=self.algorithms,
-                options={"require": ["exp", "sub"]},
+                audience=self.audience or None,
+                # Without a configured audience an "aud" claim is not checked.
+                options={"require": required, "verify_aud": bool(self.audience)},
                 leeway=LEEWAY,
             )
         except jwt.ExpiredSignatureError:
@@ -73,6 +77,8 @@ class TokenVerifier:
             raise TokenError("token algorithm not allowed") from None
         except jwt.InvalidSignatureError:
             raise TokenError("token signature is invalid") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("token is for another audience") from None
         except jwt.MissingRequiredClaimError as exc:
             raise TokenError(f"token has no {exc.claim!r} claim") from None
         except jwt.InvalidTokenError as exc:
@@ -99,15 +105,16 @@ def build_verifier(settings: Settings) -> TokenVerifier | None:
     """The verifier for the configured key (None: tokens are not accepted)."""
     if settings.token_secret and settings.token_public_key:
         raise SettingsError("set token_secret or token_public_key, not both")
+    audience = settings.token_audience
     if settings.token_secret:
-        return TokenVerifier(settings.token_secret, list(HMAC_ALGORITHMS))
+        return TokenVerifier(settings.token_secret, list(HMAC_ALGORITHMS), audience)
     if not settings.token_public_key:
         return None
     key = _load_public_key(settings.token_public_key)
     if isinstance(key, RSAPublicKey):
-        return TokenVerifier(key, ["RS256"])
+        return TokenVerifier(key, ["RS256"], audience)
     if isinstance(key, EllipticCurvePublicKey):
-        return TokenVerifier(key, ["ES256"])
+        return TokenVerifier(key, ["ES256"], audience)
     raise SettingsError("token_public_key must be an RSA or EC (P-256) public key")
 
 

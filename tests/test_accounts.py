@@ -309,3 +309,21 @@ async def test_admin_cli_resets_and_locks_and_lists_identity(
     assert (await run("account", "unlock", "alice"))[1] == "Unlocked the account alice.\n"
     code, _ = await run("account", "lock", "nobody")
     assert code != 0
+
+
+async def test_logging_into_a_banned_name_is_closed_4501(
+    chat: ChatServer, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    """A name ban holds for a guest who logs into that registered name later."""
+    alice, _ = await registered(connect)
+    await alice.close()
+    assert chat.server is not None
+    url = f"http://127.0.0.1:{chat.server.port}/admin/api/bans"
+    async with http.post(url, json={"name": "alice", "reason": "spam"}, headers=ADMIN_AUTH) as r:
+        assert r.status == 201
+    guest = await connect(json=True)
+    await welcome_of(guest)
+    await guest.send_json(type="login", name="alice", password=PASSWORD)
+    code, reason = await guest.closed()
+    assert code == 4501
+    assert reason.endswith("spam")

@@ -192,3 +192,15 @@ async def test_tokens_never_reach_the_log(
     for token in (good, bad):
         assert token not in output
         assert token.split(".")[2] not in output
+
+
+async def test_audience_is_checked_when_configured(chat: ChatServer, connect: Connect) -> None:
+    """With --token-audience a token for another audience (or none) is refused."""
+    await with_tokens(chat, token_audience="chat.example.com")
+    assert await refused(connect, mint(aud="billing.example.com")) == (
+        4401,
+        "token is for another audience",
+    )
+    assert await refused(connect, mint()) == (4401, "token has no 'aud' claim")
+    peer = await connect(json=True, token=mint(aud="chat.example.com"))
+    assert (await peer.until_type("welcome"))["identity"] == "token"
