@@ -176,17 +176,30 @@ async def test_token_policy_refuses_guests(chat: ChatServer, connect: Connect) -
     assert await login.closed() == (4401, "this chat takes tokens from its site only")
 
 
+PASSWORDS = ("registered-secret-9", "guessed-secret-7")
+
+
 async def test_tokens_never_reach_the_log(
     server_process: Callable[..., ServerProcess], http: aiohttp.ClientSession
 ) -> None:
-    """Neither a good nor a bad token appears in the server's output (access log included)."""
+    """Neither a good nor a bad token, nor a password, appears in the server's
+    output (access log included)."""
     server = server_process("--token-secret", SECRET, "--log-level", "DEBUG")
     good, bad = mint(), mint(secret="wrong-secret-wrong-secret-wrong!!")
     for token in (good, bad):
         async with http.ws_connect(server.url(token=token), protocols=("chat.v1",)) as ws:
             await asyncio.wait_for(ws.receive(), 5)
+    # Passwords neither: a registration and a failed login.
+    async with http.ws_connect(server.url(name="pat")) as ws:
+        await ws.send_str("/register " + PASSWORDS[0])
+        await ws.send_str("/login pat " + PASSWORDS[1])
+        while "wrong name or password" not in (await asyncio.wait_for(ws.receive(), 5)).data:
+            pass
     server.stop()
     output = "".join(server.output)
+    assert "failed login" in output
+    for password in PASSWORDS:
+        assert password not in output
     assert "token signature is invalid" in output
     assert "token=***" in output
     for token in (good, bad):
