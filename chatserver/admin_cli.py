@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("ban", "ban a name and/or an address (also kicks matching connections)")
     sub.add_argument("--name", help="the name to ban (case-insensitive)")
     sub.add_argument("--address", help="an IP address or a network like 10.0.0.0/8")
+    sub.add_argument("--account", help="a registered name: bans the account")
     sub.add_argument("--conn", type=int, dest="conn_id", help="ban this live connection")
     sub.add_argument("--by", choices=("name", "address", "both"), help="with --conn: what to ban")
     sub.add_argument("--duration", default=None, help="30s, 10m, 2h, 1d, 1w (default: permanent)")
@@ -144,8 +145,8 @@ def plan(args: argparse.Namespace) -> Call:
             return Call("POST", f"connections/{args.conn_id}/kick", body={"reason": args.reason})
         return Call("POST", "kick", body={"name": args.name, "reason": args.reason})
     if command == "ban":
-        body = _fields(args, "name", "address", "conn_id", "by", "duration", "reason")
-        return Call("POST", "bans", body=body)
+        fields = ("name", "address", "account", "conn_id", "by", "duration", "reason")
+        return Call("POST", "bans", body=_fields(args, *fields))
     if command == "mute":
         body = _fields(args, "name", "user_id", "conn_id", "duration", "reason")
         return Call("POST", "mutes", body=body)

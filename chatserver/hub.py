@@ -25,7 +25,7 @@ from .connection import Connection, Outbox
 from .directory import Directory, Member, SessionRecord
 from .errors import CommandError
 from .modstore import Ban
-from .policy import check_join, check_post
+from .policy import check_join, check_post, check_rename
 from .protocol import (
     Event,
     JoinEvent,
@@ -142,6 +142,7 @@ class Hub:
         validate_name(name, conn.user.id)
         if name == conn.name:
             return
+        check_rename(conn, name)
         await self.accounts.ensure_free(name, conn.user.id)
         if not await self.directory.claim_name(name, conn.user.id, conn.conn_id):
             raise CommandError("name_taken", f"the name {name!r} is taken")

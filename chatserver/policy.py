@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import CommandError
+from .protocol import name_key
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -26,3 +27,12 @@ def check_post(conn: Connection, settings: Settings) -> None:
     """Under ``--auth registered`` guests read but do not talk."""
     if conn.identity == "guest" and settings.auth != "guests":
         raise CommandError("login_required", "guests can only read here; /register or /login")
+
+
+def check_rename(conn: Connection, name: str) -> None:
+    """A logged-in user keeps their registered name (its case may change): the
+    name is the account, so a ban of that name is a ban of the account."""
+    if conn.identity == "registered" and name_key(name) != name_key(conn.name):
+        raise CommandError(
+            "name_locked", f"you are logged in as {conn.name}; connect as a guest to use another"
+        )

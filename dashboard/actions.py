@@ -115,8 +115,15 @@ async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> 
 
 
 async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
-    """Ban a live connection (``conn_id`` and ``by``) or a ``name`` and/or ``address``."""
+    """Ban a live connection (``conn_id`` and ``by``), a ``name`` and/or ``address``,
+    or a registered ``account`` (its name, which a logged-in user cannot change)."""
     name, address = text_field(fields, "name"), text_field(fields, "address")
+    account = text_field(fields, "account")
+    if account is not None:
+        registered = await hub.directory.account(account)
+        if registered is None:
+            raise CommandError("not_registered", f"no account is registered as {account!r}")
+        name = registered.name
     conn_id = int_field(fields, "conn_id")
     if conn_id is not None:
         conn = live_connection(hub, conn_id)

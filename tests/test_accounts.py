@@ -327,3 +327,26 @@ async def test_logging_into_a_banned_name_is_closed_4501(
     code, reason = await guest.closed()
     assert code == 4501
     assert reason.endswith("spam")
+
+
+async def test_ban_by_account_holds_whatever_the_address(
+    chat: ChatServer, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    """`POST bans {account}` bans the registered name, which its owner cannot
+    nick away from while logged in: the account stays out."""
+    alice, _ = await registered(connect)
+    await alice.send_json(type="nick", name="alias")
+    assert (await alice.until_type("error"))["code"] == "name_locked"
+    await alice.send_json(type="nick", name="ALICE")
+    assert (await alice.until_type("nick"))["user"]["name"] == "ALICE"
+    assert chat.server is not None
+    url = f"http://127.0.0.1:{chat.server.port}/admin/api/bans"
+    body = {"account": "alice", "reason": "abuse", "duration": "1h"}
+    async with http.post(url, json=body, headers=ADMIN_AUTH) as response:
+        assert response.status == 201
+        assert (await response.json())["ban"]["name"] == "alice"
+    assert (await alice.closed())[0] == 4501
+    again = await first_frame_login(connect, "alice", PASSWORD)
+    assert (await again.closed())[0] == 4501
+    async with http.post(url, json={"account": "nobody"}, headers=ADMIN_AUTH) as response:
+        assert response.status == 404
