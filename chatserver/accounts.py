@@ -23,7 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from .errors import CommandError
-from .protocol import MAX_NAME_CHARS, User, name_key
+from .protocol import MAX_NAME_CHARS, User, default_name, name_key
 
 if TYPE_CHECKING:
     from .directory import Directory
@@ -201,6 +201,8 @@ class Accounts:
     async def register(self, user: User, password: str) -> Account:
         """Register the name ``user`` holds now."""
         check_password_rules(password)
+        if name_key(user.name) == name_key(default_name(user.id)):
+            raise CommandError("name_invalid", "choose a name first (/nick NAME), then register it")
         existing = await self.directory.account(user.name)
         if existing is not None and existing.user_id == user.id:
             raise CommandError("already_registered", f"{user.name!r} is registered already")

@@ -149,6 +149,14 @@ async def test_registering_a_name_someone_else_registered_is_refused(connect: Co
     assert (await alice.until_type("error"))["code"] == "already_registered"
     await alice.send_json(type="register", password="short")
     assert (await alice.until_type("error"))["code"] == "already_registered"
+    anonymous = await connect(json=True)
+    await welcome_of(anonymous)
+    await anonymous.send_json(type="register", password=PASSWORD)
+    assert (await anonymous.until_type("error"))["code"] == "name_invalid"
+    await anonymous.send_json(type="nick", name="carol")
+    await anonymous.until_type("nick")
+    await anonymous.send_json(type="register", password="short")
+    assert (await anonymous.until_type("error"))["code"] == "password_invalid"
 
 
 async def test_restart_keeps_accounts(chat: ChatServer, connect: Connect) -> None:
