@@ -37,6 +37,7 @@ MAX_PASSWORD_BYTES: Final = 1024  # hashing cost must not grow with what a clien
 MAX_PARALLEL_HASHES: Final = 2
 LOGIN_WINDOW: Final = 60.0  # seconds over which failed logins are counted
 ADDRESS_FACTOR: Final = 4  # an address may fail this many times more than one name
+MAX_TRACKED: Final = 10_000  # names and addresses with recent failures, before a sweep
 
 _hasher: Final = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Its own threads: hashing neither blocks the loop nor queues behind other work,
@@ -148,8 +149,17 @@ class LoginLimiter:
 
     async def failed(self, name: str, address: str) -> None:
         now = time.monotonic()
+        if len(self._failures) >= MAX_TRACKED:
+            self._forget_old(now)
         for key in limit_keys(name, address):
             self._failures.setdefault(key, deque()).append(now)
+
+    def _forget_old(self, now: float) -> None:
+        """Drop keys whose last failure left the window: guessing over many names
+        or addresses must not grow this without bound."""
+        stale = [k for k, times in self._failures.items() if times[-1] <= now - self.window]
+        for key in stale:
+            del self._failures[key]
 
     async def succeeded(self, name: str) -> None:
         self._failures.pop(limit_keys(name, "")[0], None)

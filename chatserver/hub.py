@@ -470,6 +470,11 @@ class Hub:
 
     # ------------------------------------------------------------------ observers
 
+    def identity_changed(self, conn: Connection) -> None:
+        """``conn`` registered or dropped its name: save it and tell observers."""
+        self.save_session(conn)
+        self._notify("update", conn)
+
     def _notify(self, change: ConnectionChange, conn: Connection) -> None:
         for listener in self.listeners:
             try:

@@ -175,8 +175,7 @@ async def _login(conn: Connection, hub: Hub, command: Login) -> None:
 
 def _identified(conn: Connection, hub: Hub, identity: Identity) -> None:
     conn.identity = identity
-    hub.save_session(conn)
-    hub._notify("update", conn)
+    hub.identity_changed(conn)
     conn.send(Rendered(IdentifiedEvent(user=conn.user, identity=identity)))
 
 
