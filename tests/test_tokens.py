@@ -198,6 +198,8 @@ async def test_tokens_never_reach_the_log(
     server.stop()
     output = "".join(server.output)
     assert "failed login" in output
+    assert "  Sign-in:      --auth guests; site tokens: HMAC\n" in output
+    assert SECRET not in output
     for password in PASSWORDS:
         assert password not in output
     assert "token signature is invalid" in output
