@@ -197,7 +197,8 @@ async def _resumed_identity(hub: Hub, token: str, record: SessionRecord) -> _Ide
     kind, name_mine = await check_resumed(hub, record)
     if not name_mine or not await hub.directory.name_free(record.name, record.user_id):
         user = User(record.user_id, default_name(record.user_id))
-        notices.append(ErrorEvent(code="name_taken", message=f"{record.name!r} is taken now"))
+        code = "name_taken" if name_mine else "name_registered"
+        notices.append(ErrorEvent(code=code, message=f"{record.name!r} is taken now"))
     rooms = record.rooms or [DEFAULT_ROOM]
     return _Identity(user, token, rooms, True, notices, kind, record.allowed)
 

@@ -358,3 +358,18 @@ async def test_ban_by_account_holds_whatever_the_address(
     assert (await again.closed())[0] == 4501
     async with http.post(url, json={"account": "nobody"}, headers=ADMIN_AUTH) as response:
         assert response.status == 404
+
+
+async def test_resuming_a_guest_session_whose_name_was_registered_since(
+    chat: ChatServer, connect: Connect
+) -> None:
+    """A guest who left as 'erin' resumes as User N once someone registered 'erin'."""
+    erin = await connect(json=True, name="erin")
+    welcome = await welcome_of(erin)
+    await gone(chat, erin, welcome["user"]["id"])
+    _owner, _ = await registered(connect, "erin")
+    back = await connect(json=True, session=welcome["session"])
+    again = await welcome_of(back)
+    assert again["resumed"] is True
+    assert again["user"] == {"id": welcome["user"]["id"], "name": f"User {welcome['user']['id']}"}
+    assert (await back.until_type("error"))["code"] == "name_registered"
