@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import getpass
 import io
 import json
 import os
@@ -50,6 +51,7 @@ __all__ = ["main", "run_client"]
 DEFAULT_URL: Final = "ws://localhost:8765/"
 SUBPROTOCOL: Final = "chat.v1"
 
+PASSWORD_ENV: Final = "CHAT_PASSWORD"  # noqa: S105 (the name of a variable, not a secret)
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_REMOVED: Final = 2  # kicked or banned by an operator
@@ -158,6 +160,7 @@ class Options:
     history: int = 0
     wait: float = DEFAULT_WAIT  # at end of input: seconds to wait for the server's answers
     backoff: Backoff = field(default_factory=Backoff)
+    password: str | None = None  # --login: sent in the first frame of every connection
 
 
 def _websocket_url(text: str) -> URL:
@@ -203,9 +206,41 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="at end of input, wait this long for the server to confirm every line sent "
         f"(default: {DEFAULT_WAIT:g})",
     )  # fmt: skip
+    parser.add_argument(
+        "--login", action="store_true",
+        help=f"log into the registered --name: the password comes from ${PASSWORD_ENV} "
+        "or is asked for (without echo)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     room = args.room.removeprefix("#") if args.room else None
-    return Options(url=args.url, name=args.name, room=room, history=args.history, wait=args.wait)
+    password = None
+    if args.login:
+        if not args.name:
+            parser.error("--login needs --name NAME")
+        password = login_password(args.name)
+        if password is None:
+            parser.error(f"--login needs a terminal to ask for the password, or ${PASSWORD_ENV}")
+    return Options(
+        url=args.url,
+        name=args.name,
+        room=room,
+        history=args.history,
+        wait=args.wait,
+        password=password,
+    )
+
+
+def login_password(name: str) -> str | None:
+    """The password of ``--login``: from the environment, else asked on the terminal."""
+    from_env = os.environ.get(PASSWORD_ENV)
+    if from_env:
+        return from_env
+    if not sys.stdin.isatty():
+        return None
+    try:
+        return getpass.getpass(f"Password for {name}: ")
+    except (EOFError, KeyboardInterrupt):
+        return None
 
 
 # --------------------------------------------------------------------------- state
@@ -277,6 +312,12 @@ class ChatState:
                 self.rooms.remove(room)
         elif kind == "nick" and self.is_own(event):
             self.name = self.wanted_name = _user(event)[1]
+        elif kind == "identified":
+            # A login makes this client another user, with a new resume token.
+            self.user_id, self.name = _user(event)
+            self.wanted_name = self.name
+            if isinstance(token := event.get("session"), str) and token:
+                self.session = token
         elif kind == "error" and isinstance(ref := event.get("ref"), str):
             self.joining.discard(ref.removeprefix(JOIN_REF))
 
@@ -297,6 +338,8 @@ class ChatState:
             query["room"] = room
         if first and options.history:
             query["history"] = str(options.history)
+        if options.password is not None:
+            query["auth"] = "frame"  # the password goes in the first frame, not the URL
         if self.session:
             query["session"] = self.session
             last = ",".join(f"{room}:{msg_id}" for room, msg_id in self.last_ids.items())
@@ -327,7 +370,15 @@ class Quit:
     """Close the connection and exit."""
 
 
-Action = Send | Say | Quit
+@dataclass(frozen=True)
+class AskSecret:
+    """An account command whose password(s) are asked for without echo."""
+
+    kind: str  # register, login, password, unregister
+    name: str = ""
+
+
+Action = Send | Say | Quit | AskSecret
 
 HELP_TEXT: Final = "\n".join(
     (
@@ -339,6 +390,9 @@ HELP_TEXT: Final = "\n".join(
         f"  /history [N]     show the last N messages of the current room ({DEFAULT_HISTORY})",
         "  /me ACTION       send an action (* NAME ACTION)",
         "  /rooms           list your rooms",
+        "  /register        register your current name (asks for a password)",
+        "  /login NAME      log into a registered name (asks for its password)",
+        "  /password        change your password; /unregister drops the registration",
         "  /help            show this help",
         "  /quit, quit      leave the chat",
         "Anything else is a message to the current room; //text sends /text.",
@@ -408,11 +462,67 @@ def _command(verb: str, arg: str, state: ChatState) -> Action:
     if verb == "rooms":
         names = [f"#{r}" + (" (current)" if r == state.current_room else "") for r in state.rooms]
         return Say("Your rooms: " + (", ".join(names) or "none"))
+    if verb in ("register", "login", "password", "unregister"):
+        return _account_command(verb, arg)
     if verb == "help":
         return Say(HELP_TEXT)
     if verb == "quit":
         return Quit()
     return Say(f"Unknown command /{verb}. Type /help for commands.")
+
+
+def _account_command(verb: str, arg: str) -> Action:
+    """``/login NAME`` asks for the password; ``/register PASSWORD`` (and the like,
+    as in the text dialect) sends it as typed, for scripts."""
+    if verb == "login":
+        name, _, password = arg.partition(" ")
+        if not name:
+            return Say("Usage: /login NAME")
+        if password:
+            return Send({"type": "login", "name": name, "password": password})
+        return AskSecret("login", name)
+    if not arg:
+        return AskSecret(verb)
+    if verb == "password":
+        old, _, new = arg.partition(" ")
+        return Send({"type": "password", "old": old, "new": new})
+    return Send({"type": verb, "password": arg})
+
+
+SecretPrompt = Callable[[str], Awaitable[str | None]]
+
+
+async def secret_frame(ask: AskSecret, prompt: SecretPrompt) -> Action:
+    """The command of ``ask`` with its password(s) read through ``prompt``."""
+    if ask.kind == "login":
+        password = await prompt(f"Password for {ask.name}: ")
+        if not password:
+            return Say("Login cancelled.")
+        return Send({"type": "login", "name": ask.name, "password": password})
+    if ask.kind == "password":
+        old = await prompt("Current password: ")
+        new = await _new_password(prompt) if old else None
+        if not old or not new:
+            return Say("Password unchanged.")
+        return Send({"type": "password", "old": old, "new": new})
+    if ask.kind == "register":
+        password = await _new_password(prompt)
+        if not password:
+            return Say("Not registered.")
+        return Send({"type": "register", "password": password})
+    password = await prompt("Password: ")
+    if not password:
+        return Say("Registration kept.")
+    return Send({"type": "unregister", "password": password})
+
+
+async def _new_password(prompt: SecretPrompt) -> str | None:
+    first = await prompt("New password: ")
+    if not first:
+        return None
+    if await prompt("Same password again: ") != first:
+        return None
+    return first
 
 
 # --------------------------------------------------------------------------- rendering
@@ -515,7 +625,14 @@ def render_event(event: Mapping[str, Any], style: Style) -> list[str]:
         rooms = rooms if isinstance(rooms, list) else []
         where = ", ".join(f"#{escape(r)}" for r in rooms if isinstance(r, str))
         name = escape(_user(event)[1])
-        return [f"Welcome, {name}! You are in {where}. Type /help for commands."]
+        identity = _field(event, "identity")
+        known = f" You are logged in ({identity})." if identity not in ("", "guest") else ""
+        return [f"Welcome, {name}!{known} You are in {where}. Type /help for commands."]
+    if kind == "identified":
+        name, identity = escape(_user(event)[1]), _field(event, "identity")
+        if identity == "guest":
+            return [style.paint(f"*** {name} is not registered any more.", NOTICE)]
+        return [style.paint(f"*** You are {name} ({identity}).", NOTICE)]
     return []  # pong, and types this client does not know
 
 
@@ -578,6 +695,8 @@ def judge_close(closed: Closed) -> Verdict:
     described = describe_close(code, closed.reason)
     if code in RECONNECT_CODES:
         return Verdict(True, EXIT_ERROR, f"Connection lost: {LOST_WORDS[code]} (code {code})")
+    if code == 4401:
+        return Verdict(False, EXIT_ERROR, f"Login refused: {reason or 'bad credentials'}.")
     if code in (4500, 4501):
         # A kick's close reason is the operator's reason; a ban's reads
         # "banned until WHEN: REASON".
@@ -787,6 +906,10 @@ def _answers(frame: Mapping[str, Any], event: Mapping[str, Any], state: ChatStat
         return kind == "who" and same_room
     if sent == "history":
         return kind == "history" and same_room
+    if sent in ("register", "login", "unregister"):
+        return kind == "identified"
+    if sent == "password":
+        return kind == "system"
     if sent in ("nick", "leave"):
         return kind == sent and state.is_own(event) and (sent == "nick" or same_room)
     return False
@@ -810,9 +933,12 @@ class Printer:
 class Client:
     """One chat session: connects, resumes after drops, and routes input and events."""
 
-    def __init__(self, options: Options, printer: Printer) -> None:
+    def __init__(
+        self, options: Options, printer: Printer, ask_secret: SecretPrompt | None = None
+    ) -> None:
         self.options = options
         self.printer = printer
+        self.ask_secret = ask_secret  # None: no terminal to ask passwords on
         self.state = ChatState(wanted_name=options.name)
         self.ws: aiohttp.ClientWebSocketResponse | None = None  # set once welcomed
         self.pending: deque[dict[str, Any]] = deque(maxlen=MAX_PENDING)
@@ -930,6 +1056,9 @@ class Client:
         if ws.protocol != SUBPROTOCOL:
             await ws.close()
             raise ConnectFailed(f"the server does not speak {SUBPROTOCOL}", fatal=True)
+        if self.options.password is not None:
+            auth = {"type": "auth", "name": self.options.name, "password": self.options.password}
+            await ws.send_str(json.dumps(auth))
         self.welcomed.clear()
         return ws
 
@@ -1084,6 +1213,12 @@ class Client:
         action = translate(line, self.state)
         if isinstance(action, Quit):
             return False
+        if isinstance(action, AskSecret):
+            if self.ask_secret is None:
+                action = Say(f"/{action.kind} asks for a password on a terminal; not here.")
+            else:
+                action = await secret_frame(action, self.ask_secret)
+                line = f"/{line.lstrip('/').split(' ', 1)[0]}"  # no password in reports
         if self.state.session is None:
             self.early.append(line)  # the current room is not known before the welcome
             return True
@@ -1119,6 +1254,15 @@ class Client:
         return True
 
 
+async def ask_password(prompt: str) -> str | None:
+    """A password typed at the terminal, shown as asterisks; None if cancelled."""
+    session: PromptSession[str] = PromptSession()
+    try:
+        return await session.prompt_async(prompt, is_password=True)
+    except (EOFError, KeyboardInterrupt):
+        return None
+
+
 def _handle_sigint(callback: Callable[[], None]) -> Callable[[], None]:
     """Route SIGINT to ``callback`` while the client runs; return the undo function."""
     loop = asyncio.get_running_loop()
@@ -1141,7 +1285,8 @@ async def run_client(options: Options, stdin: TextIO, stdout: TextIO) -> int:
     if stdin.isatty() and stdout.isatty():
         # Lines printed while typing go above the prompt, not through it.
         with patch_stdout(raw=True):
-            client = Client(options, Printer(sys.stdout, Style(use_color(stdout))))
+            printer = Printer(sys.stdout, Style(use_color(stdout)))
+            client = Client(options, printer, ask_password)
             return await client.run(lambda on_line: read_terminal(on_line, client.prompt))
     client = Client(options, Printer(stdout, Style(use_color(stdout))))
     return await client.run(lambda on_line: read_stream(stdin, on_line))

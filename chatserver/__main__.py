@@ -121,6 +121,10 @@ def banner(settings: Settings, host: str, port: int, node: str) -> str:
         lines.append(f"  Redis:        {mask_password(settings.redis_url)} (node {node})")
     else:
         lines.append(f"  Database:     {_shown_db(settings.db_path)}")
+    tokens = "HMAC" if settings.token_secret else "public key" if settings.token_public_key else ""
+    if settings.auth != "guests" or tokens:
+        # Which sign-in is on, never the secret itself.
+        lines.append(f"  Sign-in:      --auth {settings.auth}; site tokens: {tokens or 'off'}")
     return "\n".join(lines)
 
 

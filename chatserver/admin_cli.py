@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("ban", "ban a name and/or an address (also kicks matching connections)")
     sub.add_argument("--name", help="the name to ban (case-insensitive)")
     sub.add_argument("--address", help="an IP address or a network like 10.0.0.0/8")
+    sub.add_argument("--account", help="a registered name: bans the account")
     sub.add_argument("--conn", type=int, dest="conn_id", help="ban this live connection")
     sub.add_argument("--by", choices=("name", "address", "both"), help="with --conn: what to ban")
     sub.add_argument("--duration", default=None, help="30s, 10m, 2h, 1d, 1w (default: permanent)")
@@ -105,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("audit", "show the audit log, newest first")
     sub.add_argument("--limit", type=int, default=50)
     sub.add_argument("--before", type=int, help="entries older than this id")
+
+    sub = command("account", "reset, lock or unlock a registered name (audit-logged)")
+    sub.add_argument("action", choices=("reset", "lock", "unlock"))
+    sub.add_argument("name", help="the registered name")
 
     command("stats", "server stats: connections, rooms, rates, memory")
     command("rooms", "the largest rooms and their message rates")
@@ -161,8 +166,8 @@ def plan(args: argparse.Namespace) -> Call:
             return Call("POST", f"connections/{args.conn_id}/kick", body={"reason": args.reason})
         return Call("POST", "kick", body={"name": args.name, "reason": args.reason})
     if command == "ban":
-        body = _fields(args, "name", "address", "conn_id", "by", "duration", "reason")
-        return Call("POST", "bans", body=body)
+        fields = ("name", "address", "account", "conn_id", "by", "duration", "reason")
+        return Call("POST", "bans", body=_fields(args, *fields))
     if command == "mute":
         body = _fields(args, "name", "user_id", "conn_id", "duration", "reason")
         return Call("POST", "mutes", body=body)
@@ -185,6 +190,8 @@ def plan(args: argparse.Namespace) -> Call:
         if args.before is not None:
             query["before"] = str(args.before)
         return Call("GET", "audit", query)
+    if command == "account":
+        return Call("POST", f"accounts/{quote(args.name, safe='')}/{args.action}")
     return Call("GET", command)  # bans, mutes, stats, rooms, whoami, operators
 
 
@@ -285,6 +292,7 @@ CONNECTION_COLUMNS = [
     ("id", "ID"),
     ("name", "NAME"),
     ("user_id", "USER"),
+    ("identity", "IDENTITY"),
     ("rooms", "ROOMS"),
     ("address", "ADDRESS"),
     ("dialect", "DIALECT"),

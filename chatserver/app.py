@@ -27,11 +27,13 @@ from .keys import (
     RESTRICTIONS,
     ROOM_LOG,
     SETTINGS,
+    TOKENS,
 )
 from .limits import AddressCounter
 from .moderation import Moderation, Restrictions
 from .pages import healthz
 from .settings import Settings
+from .tokens import build_verifier
 from .ws import chat_socket
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     app[MODERATION_STORE] = engine.moderation_store
     app[RESTRICTIONS] = restrictions
     app[HUB] = hub
+    app[TOKENS] = build_verifier(settings)
     app[MODERATION] = Moderation(hub, restrictions, engine.moderation_store, engine.broker)
     app[ADDRESSES] = AddressCounter(settings.max_connections_per_ip)
     # In order: what backs the seams, each seam, then the hub and the timers.

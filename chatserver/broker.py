@@ -51,7 +51,15 @@ class ModerationChanged(Control, tag="moderation", frozen=True):
     notice: str = ""
 
 
-AnyControl = KickConnection | TakeOver | ModerationChanged
+class CloseUser(Control, tag="close_user", frozen=True):
+    """Close user ``user_id``'s connection wherever it is (an account locked or reset)."""
+
+    user_id: int
+    code: int
+    reason: str
+
+
+AnyControl = KickConnection | TakeOver | ModerationChanged | CloseUser
 
 Deliver = Callable[[Event], None]
 OnControl = Callable[[AnyControl], None]

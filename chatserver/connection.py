@@ -71,6 +71,7 @@ class Connection:
     """A live WebSocket peer: identity, rooms, counters and outbound buffer."""
 
     __slots__ = (
+        "allowed_rooms",
         "bucket",
         "bytes_in",
         "bytes_out",
@@ -81,6 +82,7 @@ class Connection:
         "current_room",
         "dialect",
         "held",
+        "identity",
         "is_json",
         "last_activity",
         "last_append",
@@ -129,6 +131,10 @@ class Connection:
         self.rooms: list[str] = []  # in join order; the last one is current
         self.current_room: str | None = None
         self.session = ""
+        # How the server knows this user (guest, registered, token) and the
+        # rooms a token allows (None: any); see policy.py.
+        self.identity = "guest"
+        self.allowed_rooms: list[str] | None = None
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.scheduled = False

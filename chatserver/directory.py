@@ -21,6 +21,7 @@ import sqlite3
 import time
 from typing import Protocol
 
+from .accounts import Account, LoginLimiter, LoginLimits
 from .batching import Batcher
 from .database import WRITE_FAILURES, Database, in_transaction
 from .health import Health
@@ -34,7 +35,14 @@ CREATE TABLE IF NOT EXISTS sessions (
     rooms TEXT NOT NULL, expires REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, user_id INTEGER NOT NULL,
+    password_hash TEXT NOT NULL, locked INTEGER NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subjects (sub TEXT PRIMARY KEY, user_id INTEGER NOT NULL);
 """
+# Columns added to the sessions table after its first release (ALTERed in on open).
+SESSION_COLUMNS = {"identity": "TEXT NOT NULL DEFAULT 'guest'", "allowed": "TEXT"}
 
 
 @dataclasses.dataclass(slots=True)
@@ -46,6 +54,8 @@ class SessionRecord:
     name: str
     rooms: list[str]
     expires: float
+    identity: str = "guest"  # guest, registered or token: a resume keeps it
+    allowed: list[str] | None = None  # a token's rooms claim (None: any room)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,6 +130,26 @@ class Directory(Protocol):
 
     async def flush(self) -> None:
         """Wait until the background writes made so far are done."""
+
+    async def account(self, name: str) -> Account | None:
+        """The account registered under ``name`` (compared by ``name_key``)."""
+
+    async def create_account(self, account: Account) -> bool:
+        """Store a new account; False if its name is registered already."""
+
+    async def save_account(self, account: Account) -> None:
+        """Store a changed account (its password hash or lock)."""
+
+    async def delete_account(self, name: str) -> None: ...
+
+    async def subject_user(self, subject: str) -> int:
+        """The user id of a site's user (a token's ``sub``), made on first sight."""
+
+    async def end_sessions(self, user_id: int, keep: str = "") -> None:
+        """Forget every resume token of ``user_id`` but the one hashed ``keep``."""
+
+    def login_limits(self, limit: int) -> LoginLimits:
+        """Where failed logins are counted (``limit`` per name per window)."""
 
 
 class LocalDirectory:
@@ -202,11 +232,16 @@ class LocalDirectory:
         pending = self._sessions.get(token_hash)
         if pending is not None:
             return pending
-        sql = "SELECT user_id, name, rooms, expires FROM sessions WHERE token_hash = ?"
+        sql = (
+            "SELECT user_id, name, rooms, expires, identity, allowed FROM sessions "
+            "WHERE token_hash = ?"
+        )
         row = await self.db.run(lambda db: db.execute(sql, (token_hash,)).fetchone())
         if row is None:
             return None
-        return SessionRecord(token_hash, row[0], row[1], json.loads(row[2]), row[3])
+        allowed = None if row[5] is None else json.loads(row[5])
+        rooms = json.loads(row[2])
+        return SessionRecord(token_hash, row[0], row[1], rooms, row[3], row[4], allowed)
 
     def save_session(self, record: SessionRecord) -> None:
         self._sessions[record.token_hash] = record
@@ -223,11 +258,26 @@ class LocalDirectory:
         records = [self._sessions[t] for t in dict.fromkeys(tokens) if t in self._sessions]
         if not records:
             return
-        rows = [(s.token_hash, s.user_id, s.name, json.dumps(s.rooms), s.expires) for s in records]
+        rows = [
+            (
+                s.token_hash,
+                s.user_id,
+                s.name,
+                json.dumps(s.rooms),
+                s.expires,
+                s.identity,
+                None if s.allowed is None else json.dumps(s.allowed),
+            )
+            for s in records
+        ]
         top = max(s.user_id for s in records)
 
         def write(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT OR REPLACE INTO sessions (token_hash, user_id, name, rooms, expires, "
+                "identity, allowed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
             db.execute(
                 "INSERT INTO meta VALUES ('max_user_id', ?) ON CONFLICT (key) "
                 "DO UPDATE SET value = MAX(value, excluded.value)",
@@ -243,6 +293,52 @@ class LocalDirectory:
             if self._sessions.get(record.token_hash) is record:
                 del self._sessions[record.token_hash]
 
+    # ------------------------------------------------------------------ accounts
+
+    async def account(self, name: str) -> Account | None:
+        sql = "SELECT key, name, user_id, password_hash, locked, created FROM accounts "
+        key = name_key(name)
+        row = await self.db.run(lambda db: db.execute(sql + "WHERE key = ?", (key,)).fetchone())
+        if row is None:
+            return None
+        return Account(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+
+    async def create_account(self, account: Account) -> bool:
+        row = _account_row(account)
+        sql = "INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?, ?, ?)"
+        created: int = await self.db.run(lambda db: db.execute(sql, row).rowcount)
+        return created == 1
+
+    async def save_account(self, account: Account) -> None:
+        row = _account_row(account)
+        sql = "REPLACE INTO accounts VALUES (?, ?, ?, ?, ?, ?)"
+        await self.db.run(lambda db: db.execute(sql, row))
+
+    async def delete_account(self, name: str) -> None:
+        key = name_key(name)
+        await self.db.run(lambda db: db.execute("DELETE FROM accounts WHERE key = ?", (key,)))
+
+    async def subject_user(self, subject: str) -> int:
+        def read(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT user_id FROM subjects WHERE sub = ?", (subject,)).fetchone()
+            return None if row is None else int(row[0])
+
+        known = await self.db.run(read)
+        if known is not None:
+            return known
+        user_id = await self.new_user_id()
+        sql = "INSERT OR IGNORE INTO subjects VALUES (?, ?)"
+        await self.db.run(lambda db: db.execute(sql, (subject, user_id)))
+        return await self.db.run(read) or user_id
+
+    async def end_sessions(self, user_id: int, keep: str = "") -> None:
+        await self.flush()  # a pending save must not bring one back
+        sql = "DELETE FROM sessions WHERE user_id = ? AND token_hash != ?"
+        await self.db.run(lambda db: db.execute(sql, (user_id, keep)))
+
+    def login_limits(self, limit: int) -> LoginLimits:
+        return LoginLimiter(limit)
+
     async def prune(self) -> None:
         """Forget expired sessions."""
         now = time.time()
@@ -251,10 +347,27 @@ class LocalDirectory:
 
 def _open_sync(db: sqlite3.Connection) -> int:
     db.executescript(SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    for column, kind in SESSION_COLUMNS.items():
+        if column not in columns:
+            db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
     # The room log's table (opened first) counts too: messages carry user ids.
     sources = [
+        "SELECT MAX(user_id) FROM accounts",
+        "SELECT MAX(user_id) FROM subjects",
         "SELECT MAX(user_id) FROM sessions",
         "SELECT value FROM meta WHERE key = 'max_user_id'",
         "SELECT MAX(user_id) FROM messages",
     ]
     return max((db.execute(sql).fetchone() or (0,))[0] or 0 for sql in sources)
+
+
+def _account_row(account: Account) -> tuple[str, str, int, str, int, float]:
+    return (
+        account.key,
+        account.name,
+        account.user_id,
+        account.password_hash,
+        int(account.locked),
+        account.created,
+    )

@@ -20,11 +20,13 @@ from typing import Any, Literal, Protocol
 
 from aiohttp import WSCloseCode
 
-from .broker import AnyControl, Broker, KickConnection, ModerationChanged, TakeOver
+from .accounts import Accounts
+from .broker import AnyControl, Broker, CloseUser, KickConnection, ModerationChanged, TakeOver
 from .connection import Connection, Outbox
 from .directory import ConnInfo, Directory, Member, SessionRecord
 from .errors import CommandError
 from .modstore import Ban
+from .policy import check_join, check_post, check_rename
 from .protocol import (
     DeleteEvent,
     Event,
@@ -111,6 +113,7 @@ class Hub:
         self._closing: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.outbox: Outbox
+        self.accounts = Accounts(directory, settings.login_attempts)
         broker.subscribe(self.deliver, self.on_control)
 
     def start(self) -> None:
@@ -142,6 +145,8 @@ class Hub:
         validate_name(name, conn.user.id)
         if name == conn.name:
             return
+        check_rename(conn, name)
+        await self.accounts.ensure_free(name, conn.user.id)
         if not await self.directory.claim_name(name, conn.user.id, conn.conn_id):
             raise CommandError("name_taken", f"the name {name!r} is taken")
         if conn.closed:
@@ -165,6 +170,35 @@ class Hub:
             # After the nick notice has gone out: the new name is banned.
             asyncio.get_running_loop().call_soon(self.enforce_bans)
 
+    async def become(self, conn: Connection, user: User) -> None:
+        """Make ``conn`` the connection of another user (a login): claim their
+        name, take their session over, and tell the rooms the new name."""
+        if user.id == conn.user.id:
+            return
+        if not await self.directory.claim_name(user.name, user.id, conn.conn_id):
+            raise CommandError("name_taken", f"the name {user.name!r} is taken")
+        self._take_over(user.id, conn.conn_id)
+        await self.directory.take_session(user.id, conn.conn_id)
+        old = conn.user
+        self.directory.release_name(old.name, old.id, conn.conn_id)
+        if self.names.get(name_key(old.name)) is conn:
+            del self.names[name_key(old.name)]
+        if self.users.get(old.id) is conn:
+            del self.users[old.id]
+        self._set_presence(conn, joined=False)
+        conn.user = user
+        self.users[user.id] = conn
+        self.names[name_key(user.name)] = conn
+        self._set_presence(conn, joined=True)
+        self.directory.register(self.info(conn))  # operators find it under its new name
+        self.broker.publish(
+            NickEvent(user=user, old=old.name, rooms=list(conn.rooms), ts=time.time())
+        )
+        self.save_session(conn)
+        self._notify("update", conn)
+        if self.restrictions.find_ban(user.name, conn.remote) is not None:
+            asyncio.get_running_loop().call_soon(self.enforce_bans)
+
     def _set_presence(self, conn: Connection, *, joined: bool) -> None:
         for room in conn.rooms:
             member = Member(conn.user, self.node, conn.conn_id)
@@ -180,6 +214,7 @@ class Hub:
         if room_name in conn.rooms:
             conn.current_room = room_name
             return room_name
+        check_join(conn, room_name, self.settings)
         limit = self.settings.max_rooms_per_connection
         if limit and len(conn.rooms) >= limit:
             raise CommandError("too_many_rooms", f"you can be in at most {limit} rooms")
@@ -244,6 +279,7 @@ class Hub:
         if room_name is None or room_name not in conn.rooms:
             raise CommandError("not_in_room", f"you are not in #{room_name or '(no room)'}")
         validate_text(text)
+        check_post(conn, self.settings)
         muted = self.restrictions.mute_reason(conn.user.id, conn.name)
         if muted is not None:
             raise CommandError("muted", muted)
@@ -314,6 +350,12 @@ class Hub:
             self._take_over(command.user_id, command.conn_id)
         elif isinstance(command, ModerationChanged):
             self._spawn(self._moderation_changed(command))
+        elif isinstance(command, CloseUser):
+            conn = self.users.get(command.user_id)
+            if conn is not None:
+                conn.session = ""  # its resume token ends with it: nothing to save
+                self.disconnect(conn, "kicked", command.reason)
+                self.close(conn, command.code, command.reason)
 
     async def _moderation_changed(self, command: ModerationChanged) -> None:
         await self.restrictions.reload()
@@ -444,9 +486,16 @@ class Hub:
             name=conn.name,
             rooms=list(conn.rooms) if rooms is None else rooms,
             expires=time.time() + self.settings.session_ttl,
+            identity=conn.identity,
+            allowed=conn.allowed_rooms,
         )
 
     # ------------------------------------------------------------------ observers
+
+    def identity_changed(self, conn: Connection) -> None:
+        """``conn`` registered or dropped its name: save it and tell observers."""
+        self.save_session(conn)
+        self._notify("update", conn)
 
     def _notify(self, change: ConnectionChange, conn: Connection) -> None:
         for listener in self.listeners:

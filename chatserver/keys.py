@@ -14,6 +14,7 @@ from .moderation import Moderation, Restrictions
 from .modstore import ModerationStore
 from .roomlog import RoomLog
 from .settings import Settings
+from .tokens import TokenVerifier
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
@@ -27,3 +28,4 @@ MODERATION_STORE: web.AppKey[ModerationStore] = web.AppKey("moderation_store")
 RESTRICTIONS = web.AppKey("restrictions", Restrictions)
 MODERATION = web.AppKey("moderation", Moderation)
 ADDRESSES = web.AppKey("addresses", AddressCounter)
+TOKENS: web.AppKey[TokenVerifier | None] = web.AppKey("tokens")

@@ -82,7 +82,40 @@ class Help(Command, tag="help", frozen=True):
     pass
 
 
-AnyCommand = SendMessage | Nick | Join | Leave | Who | History | Ping | Quit | Rooms | Help
+class Register(Command, tag="register", frozen=True):
+    """Register the name this connection holds, with a password."""
+
+    password: str
+
+
+class Login(Command, tag="login", frozen=True):
+    name: str
+    password: str
+
+
+class ChangePassword(Command, tag="password", frozen=True):
+    old: str
+    new: str
+
+
+class Unregister(Command, tag="unregister", frozen=True):
+    password: str
+
+
+AccountCommand = Register | Login | ChangePassword | Unregister
+AnyCommand = (
+    SendMessage | Nick | Join | Leave | Who | History | Ping | Quit | Rooms | Help | AccountCommand
+)
+
+
+class Auth(msgspec.Struct, tag_field="type", tag="auth", frozen=True):
+    """The optional first ``chat.v1`` frame: a site's token, or a name and
+    password (credentials out of the URL, so out of access logs)."""
+
+    token: str | None = None
+    name: str | None = None
+    password: str | None = None
+
 
 _decoder: Final = msgspec.json.Decoder(AnyCommand)
 
@@ -107,7 +140,10 @@ def _friendly(message: str) -> str:
     return message
 
 
-_TEXT_COMMANDS: Final = {"nick", "join", "leave", "who", "history", "quit", "rooms", "help", "me"}
+_TEXT_COMMANDS: Final = {
+    "nick", "join", "leave", "who", "history", "quit", "rooms", "help", "me",
+    "register", "login", "password", "unregister",
+}  # fmt: skip
 
 
 def parse_text_command(line: str, current_room: str | None) -> AnyCommand:
@@ -131,6 +167,8 @@ def parse_text_command(line: str, current_room: str | None) -> AnyCommand:
         return Join(room=rest)
     if verb == "history":
         return History(room=current_room, limit=_int_arg(rest, 20))
+    if verb in {"register", "login", "password", "unregister"}:
+        return _account_command(verb, rest)
     simple: dict[str, AnyCommand] = {
         "leave": Leave(room=rest or current_room),
         "who": Who(room=rest or current_room),
@@ -139,6 +177,28 @@ def parse_text_command(line: str, current_room: str | None) -> AnyCommand:
         "help": Help(),
     }
     return simple[verb]
+
+
+_ACCOUNT_USAGE: Final = {
+    "register": "/register PASSWORD",
+    "login": "/login NAME PASSWORD",
+    "password": "/password OLD NEW",
+    "unregister": "/unregister PASSWORD",
+}
+
+
+def _account_command(verb: str, rest: str) -> AnyCommand:
+    """``/login NAME PASSWORD``: the password is the rest of the line (spaces and all)."""
+    first, _, second = rest.partition(" ")
+    if not rest or (verb in {"login", "password"} and not second):
+        raise CommandError("bad_request", "usage: " + _ACCOUNT_USAGE[verb])
+    if verb == "register":
+        return Register(password=rest)
+    if verb == "unregister":
+        return Unregister(password=rest)
+    if verb == "login":
+        return Login(name=first, password=second)
+    return ChangePassword(old=first, new=second)
 
 
 def _int_arg(text: str, default: int) -> int:
@@ -284,6 +344,7 @@ class Limits(msgspec.Struct, frozen=True):
 
 class WelcomeEvent(Event, tag="welcome", frozen=True):
     user: User
+    identity: str  # guest, registered or token: how the server knows this user
     rooms: list[str]
     session: str
     resumed: bool
@@ -294,6 +355,15 @@ class WelcomeEvent(Event, tag="welcome", frozen=True):
     last_ids: dict[str, int]
     # Each room's log epoch: ids count within it (see docs/protocol.md, resume).
     epochs: dict[str, str] = {}
+
+
+class IdentifiedEvent(Event, tag="identified", frozen=True):
+    """This connection's identity changed (register, login, unregister); a
+    login also gives a new resume token."""
+
+    user: User
+    identity: str
+    session: str = ""
 
 
 class WhoEvent(Event, tag="who", frozen=True):
@@ -348,7 +418,8 @@ def encode_json(event: Event) -> bytes:
 
 HELP_TEXT: Final = (
     "Commands: /nick NAME, /join ROOM, /leave [ROOM], /who [ROOM], /history [N], "
-    "/rooms, /me ACTION, /quit. Anything else is a message to your current room."
+    "/rooms, /me ACTION, /quit; names: /register PASSWORD, /login NAME PASSWORD, "
+    "/password OLD NEW, /unregister PASSWORD. Anything else is a message to your current room."
 )
 
 _LEAVE_LINES: Final = {
@@ -394,7 +465,15 @@ def _render_direct(event: Event) -> str:
     if isinstance(event, WelcomeEvent):
         rooms = ", ".join("#" + room for room in event.rooms)
         again = " back" if event.resumed else ""
-        return f"Welcome{again}, {event.user.name}! You are in {rooms}. Type /help for commands."
+        known = "" if event.identity == "guest" else f" You are logged in ({event.identity})."
+        return (
+            f"Welcome{again}, {event.user.name}!{known} You are in {rooms}. "
+            "Type /help for commands."
+        )
+    if isinstance(event, IdentifiedEvent):
+        if event.identity == "guest":
+            return f"*** {event.user.name} is a guest name now (not registered)."
+        return f"*** You are {event.user.name} ({event.identity})."
     if isinstance(event, WhoEvent):
         names = ", ".join(user.name for user in event.users)
         return f"Users in #{event.room} ({len(event.users)}): {names}"

@@ -12,6 +12,10 @@ every node.
   publishes its leave, so a node that died (SIGKILL) costs each of its users
   exactly one leave notice, within the expiry.
 * Each node's connections are a hash beside a liveness key, for operators.
+* An account is a hash per registered name (``account:<name key>``, created
+  by ``lua/create_account.lua`` only if absent); ``subjects`` maps a site's
+  user ids (token ``sub``) to ours; ``user-sessions:<id>`` lists a user's
+  resume tokens, so a password change can end them.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from redis.asyncio.client import Pipeline
 
+from .accounts import ADDRESS_FACTOR, LOGIN_WINDOW, Account, LoginLimits, limit_keys
 from .broker import Broker, TakeOver
 from .directory import ConnInfo, Member, SessionRecord
 from .errors import Unavailable
@@ -126,7 +132,13 @@ class RedisDirectory:
             return None
         data = json.loads(raw)
         return SessionRecord(
-            token_hash, data["user_id"], data["name"], data["rooms"], data["expires"]
+            token_hash,
+            data["user_id"],
+            data["name"],
+            data["rooms"],
+            data["expires"],
+            data.get("identity", "guest"),
+            data.get("allowed"),
         )
 
     def save_session(self, record: SessionRecord) -> None:
@@ -137,10 +149,26 @@ class RedisDirectory:
 
     def _session_write(self, record: SessionRecord) -> Callable[[Pipeline], object]:
         key = self.link.key("session", record.token_hash)
-        fields = {"user_id": record.user_id, "name": record.name, "rooms": record.rooms}
-        data = json.dumps({**fields, "expires": record.expires})
+        data = json.dumps(
+            {
+                "user_id": record.user_id,
+                "name": record.name,
+                "rooms": record.rooms,
+                "expires": record.expires,
+                "identity": record.identity,
+                "allowed": record.allowed,
+            }
+        )
         ttl = max(1, int(record.expires - time.time()))
-        return lambda pipe: pipe.set(key, data, ex=ttl)
+        index = self.link.key("user-sessions", record.user_id)
+
+        def write(pipe: Pipeline) -> None:
+            pipe.set(key, data, ex=ttl)
+            pipe.sadd(index, record.token_hash)
+            pipe.expire(index, ttl, gt=True)
+            pipe.expire(index, ttl, nx=True)
+
+        return write
 
     async def take_session(self, user_id: int, conn_id: int) -> None:
         key = self.link.key("holder", user_id)
@@ -153,6 +181,75 @@ class RedisDirectory:
             node, _, _ = previous.decode().partition("|")
             if node != self.node:
                 self.broker.control(TakeOver(user_id, conn_id), node)
+
+    # ------------------------------------------------------------------ accounts
+
+    def _account_key(self, name: str) -> str:
+        return self.link.key("account", name_key(name))
+
+    async def account(self, name: str) -> Account | None:
+        key = self._account_key(name)
+        (raw,) = await self.link.in_order("load account", lambda pipe: pipe.hgetall(key))
+        if not raw:
+            return None
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return Account(
+            name_key(name),
+            data["name"],
+            int(data["user_id"]),
+            data["password_hash"],
+            data.get("locked") == "1",
+            float(data.get("created", "0")),
+        )
+
+    @staticmethod
+    def _account_fields(account: Account) -> list[str | int | float]:
+        return [
+            "name", account.name, "user_id", account.user_id,
+            "password_hash", account.password_hash,
+            "locked", int(account.locked), "created", account.created,
+        ]  # fmt: skip
+
+    async def create_account(self, account: Account) -> bool:
+        script = self.link.scripts["create_account"]
+        keys, fields = [self._account_key(account.name)], self._account_fields(account)
+        created = await self.link.call("create account", script(keys, fields))
+        return bool(created)
+
+    async def save_account(self, account: Account) -> None:
+        key, fields = self._account_key(account.name), self._account_fields(account)
+        mapping: dict[Any, Any] = dict(zip(fields[::2], fields[1::2], strict=True))
+        await self.link.in_order("save account", lambda pipe: pipe.hset(key, mapping=mapping))
+
+    async def delete_account(self, name: str) -> None:
+        key = self._account_key(name)
+        await self.link.in_order("delete account", lambda pipe: pipe.delete(key))
+
+    async def subject_user(self, subject: str) -> int:
+        key = self.link.key("subjects")
+        known = await self.link.call("read subject", self.link.redis.hget(key, subject))
+        if known is not None:
+            return int(known)
+        user_id = await self.new_user_id()
+        await self.link.call("add subject", self.link.redis.hsetnx(key, subject, user_id))
+        # Another node may have won the race: its id is the one.
+        return int(await self.link.call("read subject", self.link.redis.hget(key, subject)))
+
+    async def end_sessions(self, user_id: int, keep: str = "") -> None:
+        index = self.link.key("user-sessions", user_id)
+        (tokens,) = await self.link.in_order("list sessions", lambda pipe: pipe.smembers(index))
+        others = [token.decode() for token in tokens if token.decode() != keep]
+        if not others:
+            return
+
+        def drop(pipe: Pipeline) -> None:
+            pipe.delete(*(self.link.key("session", token) for token in others))
+            pipe.srem(index, *others)
+
+        await self.link.in_order("end sessions", drop)
+
+    def login_limits(self, limit: int) -> LoginLimits:
+        return RedisLoginLimits(self.link, limit)
 
     # ------------------------------------------------------------------ connections
 
@@ -263,3 +360,50 @@ class RedisDirectory:
         self.broker.publish(
             LeaveEvent(room=room, user=user, reason="timeout", detail=detail, ts=time.time())
         )
+
+
+class RedisLoginLimits:
+    """Failed logins counted in Redis, so N nodes do not give an attacker N
+    times the attempts: a counter per name and per address that lives
+    ``LOGIN_WINDOW`` seconds from its first failure (a fixed window)."""
+
+    def __init__(self, link: RedisLink, limit: int, window: float = LOGIN_WINDOW) -> None:
+        self.link = link
+        self.limit = limit
+        self.window = int(window)
+
+    def _keys(self, name: str, address: str) -> tuple[str, str]:
+        by_name, by_address = limit_keys(name, address)
+        return self.link.key("login-fail", by_name), self.link.key("login-fail", by_address)
+
+    async def retry_after(self, name: str, address: str) -> float:
+        if not self.limit:
+            return 0.0
+        keys = self._keys(name, address)
+
+        def read(pipe: Pipeline) -> None:
+            for key in keys:
+                pipe.get(key)
+                pipe.ttl(key)
+
+        name_count, name_ttl, addr_count, addr_ttl = await self.link.pipeline("login limit", read)
+        waits = [0.0]
+        if int(name_count or 0) >= self.limit:
+            waits.append(float(max(1, name_ttl)))
+        if int(addr_count or 0) >= self.limit * ADDRESS_FACTOR:
+            waits.append(float(max(1, addr_ttl)))
+        return max(waits)
+
+    async def failed(self, name: str, address: str) -> None:
+        keys, window = self._keys(name, address), self.window
+
+        def count(pipe: Pipeline) -> None:
+            for key in keys:
+                pipe.incr(key)
+                pipe.expire(key, window, nx=True)
+
+        await self.link.pipeline("login failed", count)
+
+    async def succeeded(self, name: str) -> None:
+        key = self._keys(name, "")[0]
+        await self.link.call("login ok", self.link.redis.delete(key))

@@ -81,7 +81,7 @@ class RedisLink:
         )
         self.scripts: dict[str, AsyncScript] = {
             name: self.redis.register_script(_lua(name))
-            for name in ("append", "claim_name", "release_name", "refresh_name")
+            for name in ("append", "claim_name", "release_name", "refresh_name", "create_account")
         }
         self.subscribed = False  # the broker's subscriber says whether it listens
         self._batcher: Batcher[_Later] = Batcher(self._send, "chat-redis-writer")
@@ -101,7 +101,7 @@ class RedisLink:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SOCKET_TIMEOUT * 2):
                 await self._batcher.close()
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)  # a pool we made is ours to close
         await self.subscriber_client.aclose()
 
     # ------------------------------------------------------------------ commands

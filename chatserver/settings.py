@@ -58,6 +58,12 @@ class Settings:
     node_id: str = ""  # this node's name in Redis mode ("" : host-pid-random)
     redis_prefix: str = "chat"  # every Redis key and channel starts with this
     presence_ttl: float = 30.0  # seconds a dead node's users stay in presence (Redis mode)
+    auth: str = "guests"  # guests: anyone talks; registered: guests only read; token: tokens only
+    token_secret: str = ""  # HMAC key of connection tokens (JWT HS256/384/512)
+    token_public_key: str = ""  # PEM file (or text) of the site's RS256/ES256 key
+    token_audience: str = ""  # the "aud" tokens must carry ("": not checked)
+    restricted_rooms: tuple[str, ...] = ()  # rooms only logged-in users may join
+    login_attempts: int = 5  # failed logins per name per minute (4x per address)
 
     @property
     def db_path(self) -> str:
@@ -74,6 +80,7 @@ GROUPS: tuple[str, ...] = (
     "several nodes (Redis mode)",
     "limits",
     "connections",
+    "who is who",
     "logging",
 )
 HELP: dict[str, tuple[str, str]] = {
@@ -106,7 +113,14 @@ HELP: dict[str, tuple[str, str]] = {
     "request_timeout": ("connections", "seconds a new connection has to send its request"),
     "shutdown_timeout": ("connections", "seconds to let clients close on shutdown"),
     "log_level": ("logging", "DEBUG, INFO, WARNING or ERROR"),
+    "auth": ("who is who", "who may talk: guests, registered or token (see docs)"),
+    "token_secret": ("who is who", "HMAC secret of your site's connection tokens (JWT)"),
+    "token_public_key": ("who is who", "PEM file of your site's RS256/ES256 token key"),
+    "token_audience": ("who is who", "the 'aud' claim tokens must carry (unset: not checked)"),
+    "restricted_rooms": ("who is who", "rooms only registered or token users may join"),
+    "login_attempts": ("who is who", "failed logins per name per minute (0: no limit)"),
 }
+AUTH_POLICIES: tuple[str, ...] = ("guests", "registered", "token")
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -157,6 +171,12 @@ def _validate(settings: Settings) -> Settings:
         ("redis://", "rediss://", "unix://")
     ):
         raise SettingsError("redis_url must start with redis://, rediss:// or unix://")
+    if settings.auth not in AUTH_POLICIES:
+        raise SettingsError(f"auth must be one of {', '.join(AUTH_POLICIES)}")
+    if settings.auth == "token" and not (settings.token_secret or settings.token_public_key):
+        raise SettingsError("auth token needs token_secret or token_public_key")
+    if settings.login_attempts < 0:
+        raise SettingsError("login_attempts must not be negative")
     if not 1 <= settings.presence_ttl <= 600:
         raise SettingsError("presence_ttl must be between 1 and 600 seconds")
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{0,64}", settings.node_id + settings.redis_prefix):

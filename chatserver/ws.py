@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from .accounts import Identity
 from .connection import Connection, Dialect, pin_kernel_send_buffer
 from .directory import SessionRecord
 from .errors import CommandError, Unavailable
 from .guard import CRASHES
 from .hub import CLOSE_BANNED, Hub
-from .keys import ADDRESSES, HUB, SETTINGS
+from .keys import ADDRESSES, HUB, SETTINGS, TOKENS
 from .limits import TokenBucket, host_allowed, origin_allowed
 from .pages import index_page
 from .protocol import (
@@ -28,6 +29,7 @@ from .protocol import (
     HELP_TEXT,
     MAX_HISTORY_LIMIT,
     SUBPROTOCOL,
+    AccountCommand,
     AnyCommand,
     ErrorEvent,
     Event,
@@ -61,6 +63,15 @@ from .protocol import (
 from .replay import replay
 from .session import Cursor, hash_token, new_token, parse_last
 from .settings import Settings
+from .signin import (
+    CLOSE_UNAUTHORIZED,
+    SignedIn,
+    SignInRefused,
+    account_command,
+    check_resumed,
+    read_credentials,
+    sign_in,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +169,32 @@ class _Identity:
     rooms: list[str]
     resumed: bool
     notices: list[Event] = field(default_factory=list)
+    kind: Identity = "guest"
+    allowed: list[str] | None = None  # a token's rooms (None: any)
 
 
-async def _identify(request: web.Request, hub: Hub) -> _Identity:
-    """A resumed identity from a valid ``session`` token, or a new one."""
+async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> _Identity:
+    """A resumed identity from a valid ``session`` token, or a new one; signed-in
+    credentials decide who the user is (a session of another user is not resumed)."""
     query = request.query
     token = query.get("session", "")
     record = await hub.directory.load_session(hash_token(token)) if token else None
-    if record is not None and record.expires >= time.time():
-        return await _resumed_identity(hub, token, record)
+    if record is not None and record.expires < time.time():
+        record = None
+    if signed is not None and (record is None or record.user_id != signed.user_id):
+        identity = await _new_identity(
+            hub, query.get("room", DEFAULT_ROOM), signed.name, signed.user_id
+        )
+        identity.kind, identity.allowed = signed.identity, signed.allowed_rooms
+        if signed.allowed_rooms is not None and identity.rooms[0] not in signed.allowed_rooms:
+            # The first room the token allows, rather than a lobby it forbids.
+            identity.rooms = signed.allowed_rooms[:1]
+        return identity
+    resumed = await _resumed_identity(hub, token, record) if record is not None else None
+    if hub.settings.auth == "token" and (resumed is None or resumed.kind != "token"):
+        raise SignInRefused("this chat needs a token from its site")
+    if resumed is not None:
+        return resumed
     identity = await _new_identity(hub, query.get("room", DEFAULT_ROOM), query.get("name"))
     if token:
         identity.notices.append(
@@ -178,14 +206,20 @@ async def _identify(request: web.Request, hub: Hub) -> _Identity:
 async def _resumed_identity(hub: Hub, token: str, record: SessionRecord) -> _Identity:
     user = User(record.user_id, record.name)
     notices: list[Event] = []
-    if not await hub.directory.name_free(record.name, record.user_id):
+    kind, name_mine = await check_resumed(hub, record)
+    if not name_mine or not await hub.directory.name_free(record.name, record.user_id):
         user = User(record.user_id, default_name(record.user_id))
-        notices.append(ErrorEvent(code="name_taken", message=f"{record.name!r} is taken now"))
-    return _Identity(user, token, record.rooms or [DEFAULT_ROOM], True, notices)
+        code = "name_taken" if name_mine else "name_registered"
+        notices.append(ErrorEvent(code=code, message=f"{record.name!r} is taken now"))
+    rooms = record.rooms or [DEFAULT_ROOM]
+    return _Identity(user, token, rooms, True, notices, kind, record.allowed)
 
 
-async def _new_identity(hub: Hub, room: str, requested: str | None) -> _Identity:
-    user_id = await hub.directory.new_user_id()
+async def _new_identity(
+    hub: Hub, room: str, requested: str | None, user_id: int | None = None
+) -> _Identity:
+    if user_id is None:
+        user_id = await hub.directory.new_user_id()
     identity = _Identity(User(user_id, default_name(user_id)), new_token(), [DEFAULT_ROOM], False)
     try:
         identity.rooms = [validate_room(room)]
@@ -194,6 +228,7 @@ async def _new_identity(hub: Hub, room: str, requested: str | None) -> _Identity
     if requested is not None:
         try:
             validate_name(requested, user_id)
+            await hub.accounts.ensure_free(requested, user_id)
             if not await hub.directory.name_free(requested, user_id):
                 raise CommandError("name_taken", f"the name {requested!r} is taken")
             identity.user = User(user_id, requested)
@@ -213,7 +248,14 @@ async def _open(
     dialect: Dialect = "json" if ws.ws_protocol == SUBPROTOCOL else "text"
     if settings.outbound_buffer_bytes:
         pin_kernel_send_buffer(transport)
-    identity = await _identify(request, hub)
+    try:
+        creds = await read_credentials(request, ws, settings)
+        signed = await sign_in(hub, request.app[TOKENS], creds, address)
+        identity = await _identify(request, hub, signed)
+    except SignInRefused as exc:
+        log.info("refusing a connection from %s: %s", address, exc.reason)
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=close_reason(exc.reason))
+        return None
     ban = hub.restrictions.find_ban(identity.user.name, address)
     if ban is not None:
         await ws.close(code=CLOSE_BANNED, message=close_reason(ban.close_reason()))
@@ -231,6 +273,7 @@ async def _open(
         on_overflow=hub.overflow,
     )
     conn.session = hash_token(identity.token)
+    conn.identity, conn.allowed_rooms = identity.kind, identity.allowed
     last, history = _replay_request(request, identity)
     if last or history:
         conn.held = []
@@ -289,6 +332,7 @@ async def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
         hub.broker.track(room, head.epoch, head.last_id)
     event = WelcomeEvent(
         user=conn.user,
+        identity=conn.identity,
         rooms=list(identity.rooms),
         session=identity.token,
         resumed=identity.resumed,
@@ -441,6 +485,8 @@ async def dispatch(conn: Connection, hub: Hub, command: AnyCommand) -> bool:
         _send(conn, await _who(hub, room))
     elif isinstance(command, History):
         await _history(conn, hub, command)
+    elif isinstance(command, AccountCommand):
+        await account_command(conn, hub, command)
     elif isinstance(command, Quit):
         hub.disconnect(conn, "quit")
         hub.close(conn, WSCloseCode.OK, "bye")

@@ -19,6 +19,7 @@ from chatserver.hub import Hub
 from chatserver.inputs import MAX_INT
 from chatserver.moderation import MAX_DURATION, Moderation, parse_duration, until_text
 from chatserver.protocol import parse_uint
+from chatserver.signin import end_account
 from chatserver.text import describe, refused_char
 
 from .rows import connection_row
@@ -135,8 +136,15 @@ async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> 
 
 
 async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
-    """Ban a live connection (``conn_id`` and ``by``) or a ``name`` and/or ``address``."""
+    """Ban a live connection (``conn_id`` and ``by``), a ``name`` and/or ``address``,
+    or a registered ``account`` (its name, which a logged-in user cannot change)."""
     name, address = text_field(fields, "name"), text_field(fields, "address")
+    account = text_field(fields, "account")
+    if account is not None:
+        registered = await hub.directory.account(account)
+        if registered is None:
+            raise CommandError("not_registered", f"no account is registered as {account!r}")
+        name = registered.name
     conn_id = int_field(fields, "conn_id")
     if conn_id is not None:
         info = await located(hub, conn_id)
@@ -254,6 +262,38 @@ def _id_list(value: object) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
+def account_name(fields: Fields) -> str:
+    name = text_field(fields, "name")
+    if not name:
+        raise CommandError("bad_request", "name (a registered name) is required")
+    return name
+
+
+async def reset_account(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    """A new temporary password (shown once, to the operator); the account's sessions end."""
+    account, password = await hub.accounts.reset(account_name(fields))
+    await end_account(hub, account.user_id, "password reset by an operator")
+    await moderation.record(actor, "account_reset", account.name)
+    return Outcome(
+        f"Reset the password of {account.name}; the temporary password is {password}",
+        {"account": account.name, "user_id": account.user_id, "password": password},
+    )
+
+
+async def lock_account(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
+    """Lock (or with ``locked`` false, unlock) an account; locking ends its sessions."""
+    locked = fields.get("locked", True) not in {False, "false", "0", "no", "off"}
+    account = await hub.accounts.set_locked(account_name(fields), locked)
+    if locked:
+        await end_account(hub, account.user_id, "account locked by an operator")
+    verb = "locked" if locked else "unlocked"
+    await moderation.record(actor, f"account_{verb[:-2]}", account.name)
+    return Outcome(
+        f"{verb.capitalize()} the account {account.name}.",
+        {"account": account.name, "user_id": account.user_id, "locked": locked},
+    )
+
+
 # One signature for every action, so both edges can dispatch by name.
 Action = Callable[[Hub, Moderation, Fields, str], Awaitable[Outcome]]
 BY_NAME: dict[str, Action] = {
@@ -265,10 +305,12 @@ BY_NAME: dict[str, Action] = {
     "announce": announce,
     "bulk": bulk,
     "delete": delete,
+    "reset_account": reset_account,
+    "lock_account": lock_account,
 }
 
 
 def status_of(error: CommandError) -> int:
     if isinstance(error, Unavailable):
         return 503
-    return {"not_found": 404, "forbidden": 403}.get(error.code, 400)
+    return {"not_found": 404, "not_registered": 404, "forbidden": 403}.get(error.code, 400)

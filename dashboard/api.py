@@ -247,6 +247,16 @@ def on_path_id(action: actions.Action, key: str) -> Handler:
     return handler
 
 
+def on_account(action: actions.Action, **fixed: object) -> Handler:
+    """A route that runs ``action`` on the account ``{name}`` of its path."""
+
+    async def handler(request: web.Request) -> web.Response:
+        fields = {**fixed, "name": request.match_info["name"]}
+        return await act(request, action, fields)
+
+    return handler
+
+
 async def post_kick_connection(request: web.Request) -> web.Response:
     body = await json_body(request)
     return await act(
@@ -278,6 +288,9 @@ def create_api() -> web.Application:
         ("GET", "/rooms", get_rooms),
         ("GET", "/whoami", get_whoami),
         ("GET", "/operators", get_operators),
+        ("POST", "/accounts/{name}/reset", on_account(actions.reset_account)),
+        ("POST", "/accounts/{name}/lock", on_account(actions.lock_account, locked=True)),
+        ("POST", "/accounts/{name}/unlock", on_account(actions.lock_account, locked=False)),
         # Last: unknown paths (and known paths with another method) get a JSON 404,
         # after authentication like everything else.
         # [\s\S], not ".": a path with an encoded newline must land here too.

@@ -47,6 +47,7 @@ ACTION_ROLES: dict[str, str] = {
     "announce": "moderator",
     "bulk": "moderator",
     "delete": "moderator",
+    "lock_account": "moderator",  # also unlock; a password reset stays the admin's
 }
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MAX_CACHED = 1000

@@ -160,6 +160,7 @@ def connection_row(hub: Hub, conn: Connection) -> Row:
         "id": conn.conn_id,
         "user_id": conn.user.id,
         "name": conn.name,
+        "identity": conn.identity,
         "rooms": list(conn.rooms),
         "address": conn.remote,
         "dialect": conn.dialect,

@@ -740,3 +740,38 @@ async def test_a_url_that_is_not_a_chat_endpoint_says_so(
     assert await client.exit_code() == 1
     line = await client.screen.expect(rf"^Failed to connect to .+: {words}")
     assert line.endswith(f"the chat socket is {chat.url('/ws')}.")
+
+
+async def test_login_with_the_password_from_the_environment(
+    chat: ChatServer, cli: StartCli, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--login` with $CHAT_PASSWORD logs in without a terminal; a wrong one exits 1."""
+    alice = await connect(json=True, name="alice")
+    await alice.until_type("welcome")
+    await alice.send_json(type="register", password="scripted password")
+    await alice.until_type("identified")
+    await alice.close()
+    monkeypatch.setenv("CHAT_PASSWORD", "scripted password")
+    client = await cli(chat.url("/"), "--name", "alice", "--login", welcome=False)
+    await client.screen.expect(r"^Welcome, alice! You are logged in \(registered\)\.")
+    client.keyboard.close()
+    assert await client.exit_code() == 0
+    monkeypatch.setenv("CHAT_PASSWORD", "not it at all")
+    refused = await cli(chat.url("/"), "--name", "alice", "--login", welcome=False)
+    await refused.screen.expect(r"^Login refused: wrong name or password\.$")
+    assert await refused.exit_code() == 1
+
+
+def test_login_without_a_name_or_a_password_source_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--login needs --name, and a terminal or $CHAT_PASSWORD (status 2)."""
+    monkeypatch.delenv("CHAT_PASSWORD", raising=False)
+    with pytest.raises(SystemExit) as raised:
+        cli_client.parse_args(["ws://127.0.0.1:1/", "--login"])
+    assert raised.value.code == 2
+    assert "--login needs --name NAME" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    with pytest.raises(SystemExit) as raised:
+        cli_client.parse_args(["ws://127.0.0.1:1/", "--name", "alice", "--login"])
+    assert "--login needs a terminal" in capsys.readouterr().err

@@ -249,3 +249,44 @@ async def test_quit_command_at_the_prompt_exits_zero(
     term.type("/quit\r")
     assert await term.exit_code() == 0
     assert await bob.until("alice has dis") == "alice has disconnected."
+
+
+SECRET = "pty secret pw 123"
+
+
+async def test_login_flag_asks_for_the_password_without_echo(
+    chat: ChatServer, connect: Connect
+) -> None:
+    """`--name alice --login` asks for the password (not echoed) and logs in."""
+    alice = await connect(json=True, name="alice")
+    await alice.until_type("welcome")
+    await alice.send_json(type="register", password=SECRET)
+    await alice.until_type("identified")
+    await alice.close()
+    term = Terminal(chat.url("/"), "--name", "alice", "--login")
+    try:
+        await term.shows(r"^Password for alice:")
+        term.type(SECRET + "\r")
+        await term.shows(r"^Welcome, alice! You are logged in \(registered\)\.")
+        assert SECRET not in term.screen.text()
+        assert SECRET.encode() not in term.raw
+    finally:
+        term.close()
+
+
+async def test_register_at_the_prompt_asks_twice_without_showing_it(
+    terminal: StartTerminal, connect: Connect
+) -> None:
+    """/register asks for a new password twice, masked, and registers the name."""
+    term = await terminal("--name", "bob")
+    term.type("/register\r")
+    await term.shows(r"^New password:")
+    term.type(SECRET + "\r")
+    await term.shows(r"^Same password again:")
+    term.type(SECRET + "\r")
+    await term.shows(r"^\*\*\* You are bob \(registered\)\.$")
+    assert SECRET not in term.screen.text()
+    assert SECRET.encode() not in term.raw
+    guest = await connect(json=True, name="bob")
+    await guest.until_type("welcome")
+    assert (await guest.until_type("error"))["code"] == "name_registered"

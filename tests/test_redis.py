@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 
 from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, JSON, Peer, RedisServer, ServerProcess
@@ -587,3 +588,37 @@ async def test_a_connect_storm_on_one_node_is_welcomed_whole(
         assert [kind for _, kind in results] == ["welcome"] * 400
         for ws, _ in results:
             await ws.close()
+
+
+async def test_accounts_and_token_subjects_span_node_processes(
+    redis_server: RedisServer,
+    server_process: StartNode,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A name registered on one process is refused to a guest on another, where
+    its owner logs in as the same user; one token ``sub`` is one user on both."""
+    secret = "shared-site-secret-of-32-bytes!!"
+    first, second = (
+        server_process(
+            "--redis-url", redis_server.url, "--node-id", f"node{i}", "--token-secret", secret
+        )
+        for i in range(2)
+    )  # fmt: skip
+    owner = await peer(http, first, name="dora")
+    await owner.send_json(type="register", password="dora's password")
+    await owner.until_type("identified")
+    guest = await peer(http, second, name="Dora")
+    assert guest.welcome["user"]["name"] != "Dora"  # type: ignore[attr-defined]
+    assert (await guest.until_type("error"))["code"] == "name_registered"
+    ws = await http.ws_connect(second.url(auth="frame"), protocols=JSON)
+    await ws.send_str(json.dumps({"type": "auth", "name": "dora", "password": "dora's password"}))
+    welcome = await Peer(ws).until_type("welcome")
+    assert welcome["user"] == owner.welcome["user"]  # type: ignore[attr-defined]
+    assert welcome["identity"] == "registered"
+    assert await owner.closed() == (4001, "session resumed by another connection")
+    claims = {"sub": "site-7", "name": "Site Seven", "exp": int(time.time()) + 60}
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    on_first = await peer(http, first, token=token)
+    on_second = await peer(http, second, token=token)
+    assert on_first.welcome["user"] == on_second.welcome["user"]  # type: ignore[attr-defined]
+    assert on_second.welcome["identity"] == "token"  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@
   const canvas = $("#chart");
 
   const CONN_FIELDS = [
-    "id", "name", "user_id", "rooms", "address", "dialect", "connected_at",
+    "id", "name", "user_id", "identity", "rooms", "address", "dialect", "connected_at",
     "last_activity", "messages_in", "messages_out", "bytes_out", "buffer_fill", "node", "muted",
   ];
   // The one-click buttons of each row: action, label, duration posted without the dialog.

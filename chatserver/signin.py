@@ -1,0 +1,186 @@
+"""Signing in: credentials at connect (``?token=``, or a first ``auth`` frame
+with a token or a name and password) and the account commands of a live
+connection (register, login, password, unregister).
+
+Credentials are never logged: a refusal logs its reason and the address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Final
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from .accounts import Identity
+from .broker import CloseUser
+from .connection import Connection
+from .directory import SessionRecord
+from .errors import ChatError, CommandError
+from .hub import CLOSE_KICKED, Hub
+from .protocol import (
+    SUBPROTOCOL,
+    AccountCommand,
+    Auth,
+    ChangePassword,
+    IdentifiedEvent,
+    Login,
+    Register,
+    Rendered,
+    SystemEvent,
+    Unregister,
+    User,
+)
+from .session import hash_token, new_token
+from .settings import Settings
+from .tokens import TokenError, TokenVerifier
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED: Final = 4401  # do not reconnect with the same credentials
+AUTH_FRAME_TIMEOUT: Final = 10.0  # seconds a client has to send its first frame
+
+_decode_auth: Final = msgspec.json.Decoder(Auth).decode
+
+
+class SignInRefused(ChatError):
+    """A connection's credentials were refused; ``reason`` is its close reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SignedIn:
+    """Who valid credentials say the user is."""
+
+    user_id: int
+    name: str | None
+    identity: Identity
+    allowed_rooms: list[str] | None = None
+
+
+async def read_credentials(
+    request: web.Request, ws: web.WebSocketResponse, settings: Settings
+) -> Auth:
+    """``?token=``, else the first frame when the client said ``?auth=frame``
+    (or when the chat takes tokens only and a ``chat.v1`` client gave none)."""
+    query = request.query
+    if "token" in query:
+        return Auth(token=query["token"])
+    wants_frame = query.get("auth") == "frame" or (
+        settings.auth == "token" and not query.get("session")
+    )
+    if not wants_frame or ws.ws_protocol != SUBPROTOCOL:
+        return Auth()
+    try:
+        msg = await ws.receive(timeout=AUTH_FRAME_TIMEOUT)
+    except TimeoutError:
+        raise SignInRefused("no auth frame in time") from None
+    if msg.type is not WSMsgType.TEXT:
+        raise SignInRefused("expected an auth frame first")
+    try:
+        return _decode_auth(msg.data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise SignInRefused('the first frame must be {"type": "auth", ...}') from None
+
+
+async def sign_in(
+    hub: Hub, verifier: TokenVerifier | None, creds: Auth, address: str
+) -> SignedIn | None:
+    """The identity credentials prove (None: none given); refusals raise."""
+    if creds.token is not None:
+        if verifier is None:
+            raise SignInRefused("this chat does not accept tokens")
+        try:
+            claims = verifier.verify(creds.token)
+        except TokenError as exc:
+            log.info("refused a connection token from %s: %s", address, exc.reason)
+            raise SignInRefused(exc.reason) from None
+        user_id = await hub.directory.subject_user(claims.subject)
+        return SignedIn(user_id, claims.name, "token", claims.rooms)
+    if creds.name is None and creds.password is None:
+        return None
+    if hub.settings.auth == "token":
+        raise SignInRefused("this chat takes tokens from its site only")
+    try:
+        account = await hub.accounts.login(creds.name or "", creds.password or "", address)
+    except CommandError as exc:
+        raise SignInRefused(exc.message) from None
+    return SignedIn(account.user_id, account.name, "registered")
+
+
+async def check_resumed(hub: Hub, record: SessionRecord) -> tuple[Identity, bool]:
+    """How a resumed session is identified now, and whether its name is still
+    its own (False: someone else registered it)."""
+    account = await hub.directory.account(record.name)
+    mine = account is not None and account.user_id == record.user_id
+    if mine and account is not None and account.locked:
+        raise SignInRefused("this account is locked")
+    identity: Identity = "guest"
+    if record.identity == "token":
+        identity = "token"
+    elif record.identity == "registered" and mine:
+        identity = "registered"
+    return identity, account is None or mine
+
+
+# ---------------------------------------------------------------------- commands
+
+
+async def account_command(conn: Connection, hub: Hub, command: AccountCommand) -> None:
+    """Apply register, login, password or unregister for ``conn``."""
+    if conn.identity == "token":
+        raise CommandError("token_user", "your site's token says who you are here")
+    accounts = hub.accounts
+    if isinstance(command, Register):
+        if conn.identity == "registered":
+            raise CommandError("already_registered", "you are logged into a registered name")
+        await accounts.register(conn.user, command.password)
+        _identified(conn, hub, "registered")
+    elif isinstance(command, Login):
+        await _login(conn, hub, command)
+    elif isinstance(command, ChangePassword):
+        await accounts.change_password(conn.user, command.old, command.new, conn.remote)
+        await hub.directory.end_sessions(conn.user.id, keep=conn.session)
+        text = "Password changed; your other sessions have ended."
+        conn.send(Rendered(SystemEvent(text=text)))
+    elif isinstance(command, Unregister):
+        await accounts.unregister(conn.user, command.password, conn.remote)
+        _identified(conn, hub, "guest")
+
+
+async def _login(conn: Connection, hub: Hub, command: Login) -> None:
+    if hub.settings.auth == "token":
+        raise CommandError("login_disabled", "this chat takes tokens from its site only")
+    account = await hub.accounts.login(command.name, command.password, conn.remote)
+    old_user, old_session, old_identity = conn.user, conn.session, conn.identity
+    # A new resume token for the new identity: the guest's ends here.
+    token = new_token()
+    conn.session, conn.identity = hash_token(token), "registered"
+    try:
+        await hub.become(conn, User(account.user_id, account.name))
+    except BaseException:
+        conn.session, conn.identity = old_session, old_identity
+        raise
+    if old_session and old_user.id != conn.user.id:
+        hub.directory.save_session(SessionRecord(old_session, old_user.id, old_user.name, [], 0.0))
+    hub.save_session(conn)
+    event = IdentifiedEvent(user=conn.user, identity="registered", session=token)
+    conn.send(Rendered(event))
+
+
+def _identified(conn: Connection, hub: Hub, identity: Identity) -> None:
+    conn.identity = identity
+    hub.identity_changed(conn)
+    conn.send(Rendered(IdentifiedEvent(user=conn.user, identity=identity)))
+
+
+async def end_account(hub: Hub, user_id: int, reason: str) -> None:
+    """Close the account's connection on whichever node serves it, and forget
+    its resume tokens (an operator locked it or reset its password)."""
+    hub.broker.control(CloseUser(user_id, CLOSE_KICKED, reason))
+    await hub.directory.end_sessions(user_id)
