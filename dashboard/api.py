@@ -176,7 +176,8 @@ async def get_room(request: web.Request) -> web.Response:
     """One room: its members and its last 50 stored messages."""
     hub, room_log = request.config_dict[HUB], request.config_dict[ROOM_LOG]
     name = request.match_info["room"]
-    members = room_members(hub, name)
+    remote = await request.config_dict[LIVE].fresh_remote()
+    members = room_members(hub, name, [row for s in remote for row in s.get("rows", [])])
     messages, _ = await room_log.before(name.lstrip("#"), None, ROOM_MESSAGES)
     rows = [message_row(message) for message in messages]
     return web.json_response({"room": name.lstrip("#"), "members": members, "messages": rows})

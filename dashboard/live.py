@@ -320,7 +320,8 @@ class Viewer:
 
     def _room(self, pending: set[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        fresh = {row["id"]: row for row in room_members(self.hub, self.room)}
+        members = room_members(self.hub, self.room, self.live.remote_rows())
+        fresh = {row["id"]: row for row in members}
         diff = _diff("id", self.members, fresh, reset=not self.members and bool(fresh))
         self.members = fresh
         if diff or self.fresh_messages:

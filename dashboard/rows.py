@@ -264,12 +264,20 @@ def cluster_stats(local: Row, snapshots: list[Snapshot]) -> Row:
     return {**totals, "nodes": len(nodes), "per_node": summary}
 
 
-def room_members(hub: Hub, name: str, limit: int = MAX_PER_PAGE) -> list[Row]:
-    """The first ``limit`` members of room ``name`` (join order) as connection rows."""
-    room = hub.rooms.get(name.lstrip("#"))
-    if room is None:
-        return []
-    return [connection_row(hub, conn) for conn in itertools.islice(room.members, limit)]
+def room_members(
+    hub: Hub, name: str, remote: Iterable[Row] = (), limit: int = MAX_PER_PAGE
+) -> list[Row]:
+    """The first ``limit`` members of room ``name`` as connection rows: this
+    node's in join order, then the other nodes' (``remote``, from the census)."""
+    name = name.lstrip("#")
+    room = hub.rooms.get(name)
+    local = (
+        []
+        if room is None
+        else [connection_row(hub, c) for c in itertools.islice(room.members, limit)]
+    )
+    others = (row for row in remote if name in row["rooms"])
+    return [*local, *itertools.islice(others, max(0, limit - len(local)))]
 
 
 def message_row(message: MessageEvent) -> Row:

@@ -243,7 +243,7 @@ async def room_page(request: web.Request) -> web.StreamResponse:
         "csrf": session.csrf,
         "flash": flash,
         "room": name,
-        "members": room_members(hub, name),
+        "members": room_members(hub, name, request.config_dict[LIVE].remote_rows()),
         "messages": [message_row(message) for message in messages],
         "row_ops": ROW_OPS if session.operator.may("moderator") else (),
         "operator": session.operator,

@@ -445,6 +445,11 @@ async def test_operators_see_every_nodes_connections_rooms_and_stats(
     status, stats = await api(http, first, "GET", "stats")
     assert stats["cluster"]["connections"] == 3
     assert sorted(node["node"] for node in stats["nodes"]) == ["node0", "node1"]
+    status, room = await api(http, first, "GET", "rooms/shared")
+    assert {(row["name"], row["node"]) for row in room["members"]} == {
+        ("here", "node0"),
+        ("there", "node1"),
+    }
     assert all(not client.ws.closed for client in clients)
 
 
