@@ -37,12 +37,10 @@ from .protocol import (
     Rendered,
     SystemEvent,
     User,
+    check_reserved,
     close_reason,
     event_room,
     name_key,
-    validate_name,
-    validate_room,
-    validate_text,
 )
 from .roomlog import RoomLog
 from .settings import Settings
@@ -142,7 +140,7 @@ class Hub:
 
     async def rename(self, conn: Connection, name: str) -> None:
         """Change a connection's name and tell every room it is in."""
-        validate_name(name, conn.user.id)
+        check_reserved(name, conn.user.id)  # the name's shape was checked by protocol
         if name == conn.name:
             return
         check_rename(conn, name)
@@ -210,7 +208,7 @@ class Hub:
     # ------------------------------------------------------------------ rooms
 
     def join(self, conn: Connection, room_name: str, reason: str = "join") -> str:
-        room_name = validate_room(room_name)
+        """Add ``conn`` to ``room_name`` (a canonical name, as protocol makes them)."""
         if room_name in conn.rooms:
             conn.current_room = room_name
             return room_name
@@ -234,7 +232,6 @@ class Hub:
         return room_name
 
     def leave(self, conn: Connection, room_name: str) -> None:
-        room_name = validate_room(room_name)
         if room_name not in conn.rooms:
             raise CommandError("not_in_room", f"you are not in #{room_name}")
         self._remove_member(conn, room_name, "leave", None)
@@ -266,7 +263,7 @@ class Hub:
 
     async def who(self, room_name: str) -> list[User]:
         """Everyone in the room, on every node."""
-        return await self.directory.who(validate_room(room_name))
+        return await self.directory.who(room_name)
 
     # ------------------------------------------------------------------ messages
 
@@ -275,10 +272,9 @@ class Hub:
     ) -> asyncio.Future[MessageEvent]:
         """Check a message and hand it to the room log; the future is done once it
         is stored and published (the sender's echo follows)."""
-        room_name = validate_room(room_name) if room_name else conn.current_room
+        room_name = room_name or conn.current_room
         if room_name is None or room_name not in conn.rooms:
             raise CommandError("not_in_room", f"you are not in #{room_name or '(no room)'}")
-        validate_text(text)
         check_post(conn, self.settings)
         muted = self.restrictions.mute_reason(conn.user.id, conn.name)
         if muted is not None:
@@ -291,8 +287,7 @@ class Hub:
 
     def announce(self, text: str, room_name: str | None = None) -> None:
         """A system message to one room or to everyone, on every node."""
-        room = validate_room(room_name) if room_name else None
-        self.broker.publish(SystemEvent(text=text, room=room))
+        self.broker.publish(SystemEvent(text=text, room=room_name or None))
 
     def delete(self, room_name: str, msg_id: int) -> None:
         """Tell ``room_name``'s members (on every node) that message ``msg_id`` is gone."""

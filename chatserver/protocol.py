@@ -131,6 +131,19 @@ def parse_json_command(data: str | bytes) -> AnyCommand:
         raise CommandError("bad_json", f"not a JSON object: {exc}") from None
     if isinstance(command.ref, str) and len(command.ref) > MAX_REF_CHARS:
         raise CommandError("bad_request", f"ref is longer than {MAX_REF_CHARS} characters")
+    return validated(command)
+
+
+def validated(command: AnyCommand) -> AnyCommand:
+    """``command`` with its fields checked and rooms in canonical form: what the
+    hub receives needs no further validation."""
+    room = getattr(command, "room", None)
+    if isinstance(command, SendMessage):
+        validate_text(command.text)
+    elif isinstance(command, Nick):
+        check_name(command.name)
+    if room:
+        return msgspec.structs.replace(command, room=validate_room(room))
     return command
 
 
@@ -147,7 +160,11 @@ _TEXT_COMMANDS: Final = {
 
 
 def parse_text_command(line: str, current_room: str | None) -> AnyCommand:
-    """Turn one text-dialect line into a command (``/nick x`` or a plain message)."""
+    """Turn one text-dialect line into a checked command (``/nick x`` or a message)."""
+    return validated(_text_command(line, current_room))
+
+
+def _text_command(line: str, current_room: str | None) -> AnyCommand:
     if not line.startswith("/") or line.startswith("//"):
         text = line[1:] if line.startswith("//") else line
         return SendMessage(text=text, room=current_room)
@@ -237,6 +254,13 @@ def name_key(name: str) -> str:
 
 def validate_name(name: str, user_id: int) -> str:
     """Return ``name`` if a user with ``user_id`` may take it, else raise."""
+    check_name(name)
+    check_reserved(name, user_id)
+    return name
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a well-formed name (anyone's to claim, but ``User N``)."""
     if not 1 <= len(name) <= MAX_NAME_CHARS:
         raise CommandError("name_invalid", f"a name has 1 to {MAX_NAME_CHARS} characters")
     if name != name.strip():
@@ -246,10 +270,14 @@ def validate_name(name: str, user_id: int) -> str:
     ch = refused_char(name, name=True)
     if ch is not None:
         raise CommandError("name_invalid", f"a name cannot contain {describe(ch)}")
+    return name
+
+
+def check_reserved(name: str, user_id: int) -> None:
+    """``User N`` (or a look-alike) is user N's alone."""
     reserved = reserved_user_id(name)
     if reserved is not None and reserved != user_id:
         raise CommandError("name_taken", "names like 'User N' are reserved")
-    return name
 
 
 def validate_room(room: str) -> str:

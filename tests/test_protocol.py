@@ -10,6 +10,7 @@ from chatserver.errors import CommandError
 from chatserver.protocol import (
     Join,
     JoinEvent,
+    Leave,
     LeaveEvent,
     MessageEvent,
     Nick,
@@ -41,10 +42,30 @@ def test_text_lines_become_commands() -> None:
     assert parse_text_command("hi", "dev") == SendMessage(text="hi", room="dev")
     assert parse_text_command("//x", "dev") == SendMessage(text="/x", room="dev")
     assert parse_text_command("/NICK  bob ", None) == Nick(name="bob")
-    assert parse_text_command("/join #games", None) == Join(room="#games")
+    assert parse_text_command("/join #games", None) == Join(room="games")
     assert parse_text_command("/who", "dev") == Who(room="dev")
     with pytest.raises(CommandError, match="usage"):
         parse_text_command("/nick", None)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b'{"type": "join", "room": "bad room"}', "room_invalid"),
+        (b'{"type": "message", "text": "  "}', "text_invalid"),
+        (b'{"type": "nick", "name": "#hash"}', "name_invalid"),
+        (b'{"type": "who", "room": "x/y"}', "room_invalid"),
+    ],
+)
+def test_commands_come_out_of_parsing_already_validated(frame: bytes, code: str) -> None:
+    """The hub gets only checked commands: bad rooms, texts and names fail in
+    parsing, in both dialects, and rooms come out canonical."""
+    with pytest.raises(CommandError) as refused:
+        parse_json_command(frame)
+    assert refused.value.code == code
+    assert parse_json_command(b'{"type": "leave", "room": "#dev"}') == Leave(room="dev")
+    with pytest.raises(CommandError, match="room"):
+        parse_text_command("/join bad room", None)
 
 
 def test_json_command_errors_are_precise() -> None:
