@@ -110,8 +110,10 @@ async def run_dashboard(plan: scenarios.Plan) -> str:
     return dashboard_bench.markdown(results, command)
 
 
-def document(sections: list[str], quick: bool, argv: list[str], minutes: float) -> str:
-    """The whole RESULTS.md."""
+def document(
+    sections: list[str], quick: bool, argv: list[str], minutes: float, *, copies: bool = True
+) -> str:
+    """The whole RESULTS.md (with ``copies``: and the separate runs' sections)."""
     mode = "quick mode: one small run each, not for quoting" if quick else "full mode"
     head = [
         "# Benchmark results",
@@ -124,7 +126,7 @@ def document(sections: list[str], quick: bool, argv: list[str], minutes: float) 
         "machine, so client and server compete for its cores.",
         report.machine_table(),
     ]
-    return "\n\n".join(head + sections + separate.sections()) + "\n"
+    return "\n\n".join(head + sections + (separate.sections() if copies else [])) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,7 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     started = datetime.datetime.now(datetime.UTC)
     sections = uvloop.run(run_sections(plan, chosen, cluster_plan))
     minutes = (datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60
-    output.write_text(document(sections, args.quick, argv, minutes))
+    # A separate file (RESULTS-cluster.md) holds its own run only; RESULTS.md
+    # gets a copy of it as a section.
+    whole = output == DEFAULT_OUTPUT
+    output.write_text(document(sections, args.quick, argv, minutes, copies=whole))
+    if not whole:
+        separate.refresh_results()
     scenarios.progress(f"wrote {output}")
 
 
