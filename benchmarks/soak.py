@@ -13,7 +13,9 @@ resumes. A progress line every 10 s. At the end:
 * the server's RSS, open file descriptors and asyncio tasks, sampled every
   10 s after warm-up, stay flat.
 
-Exits non-zero if any check fails; writes benchmarks/SOAK.md.
+Exits non-zero if any check fails; writes benchmarks/SOAK.md. With
+``--redis`` the same runs on two nodes sharing a private Redis, which is
+restarted half way (benchmarks/soak_redis.py; writes benchmarks/SOAK-REDIS.md).
 """
 
 from __future__ import annotations
