@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python -m benchmarks.run $(ARGS)
 
 # A bounded long run (10 minutes; ARGS="--seconds 60" for a short one): writes benchmarks/SOAK.md.
+# ARGS="--redis": the same on two nodes and a Redis restarted half way (benchmarks/SOAK-REDIS.md).
 soak: install
 	$(BIN)/python -m benchmarks.soak $(ARGS)
 

@@ -9,7 +9,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 # (section title, file written by its own command)
-SEPARATE_RUNS = (("Soak", "SOAK.md"), ("Ping flood", "FLOOD.md"), ("Cluster", "RESULTS-cluster.md"))
+SEPARATE_RUNS = (
+    ("Soak", "SOAK.md"),
+    ("Soak, Redis mode", "SOAK-REDIS.md"),
+    ("Ping flood", "FLOOD.md"),
+    ("Cluster", "RESULTS-cluster.md"),
+)
 MARK = " (from benchmarks/"
 
 

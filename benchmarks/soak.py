@@ -13,7 +13,9 @@ resumes. A progress line every 10 s. At the end:
 * the server's RSS, open file descriptors and asyncio tasks, sampled every
   10 s after warm-up, stay flat.
 
-Exits non-zero if any check fails; writes benchmarks/SOAK.md.
+Exits non-zero if any check fails; writes benchmarks/SOAK.md. With
+``--redis`` the same runs on two nodes sharing a private Redis, which is
+restarted half way (benchmarks/soak_redis.py; writes benchmarks/SOAK-REDIS.md).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Totals:
     # New members whose first live message had an id at or below the welcome's
     # last_ids for the room: the id was assigned before the join, delivered after.
     early: int = 0
+    acked: int = 0  # own messages echoed back: acknowledged, so they must reach everyone
+    errors: dict[str, int] = field(default_factory=dict)  # error events by code
     problems: list[str] = field(default_factory=list)
 
     def problem(self, text: str) -> None:
@@ -78,11 +82,13 @@ class Sample:
 class Server:
     """``python -m chatserver`` on a fixed port and database, restartable."""
 
-    def __init__(self, port: int, tmp: str) -> None:
+    def __init__(self, port: int, tmp: str, backend: list[str] | None = None) -> None:
         self.port = port
+        # The embedded store by default; Redis mode passes --redis-url and --node-id.
+        backend = ["--db", f"{tmp}/chat.db"] if backend is None else backend
         self.argv = [
             sys.executable, "-m", "chatserver", "--host", "127.0.0.1", "--port", str(port),
-            "--db", f"{tmp}/chat.db", "--admin-token", TOKEN, "--heartbeat", "30",
+            *backend, "--admin-token", TOKEN, "--heartbeat", "30",
             "--max-connections-per-ip", "0", "--rate-limit", "10", "--log-level", "WARNING",
         ]  # fmt: skip
         self.process: asyncio.subprocess.Process | None = None
@@ -132,11 +138,13 @@ class Client:
         self.welcome_id = 0  # the room's newest id according to the first welcome
         self.session = ""
         self.seq = 0
+        self.acked_seq = 0  # the newest of its own messages echoed back
+        self.finished = False  # was connected at the end and left by itself
         self.close_code: int | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
 
     def url(self) -> str:
-        base = f"ws://127.0.0.1:{self.soak.server.port}/ws?"
+        base = f"ws://127.0.0.1:{self.soak.ws_port()}/ws?"
         if self.session:
             return base + f"session={self.session}&last={self.room}:{self.last_id}"
         return base + f"name={self.name}&room={self.room}"
@@ -180,6 +188,7 @@ class Client:
         # The end: let everything in flight arrive, then leave. (Waiting for the
         # server instead would never end: its heartbeat pings keep receive() busy.)
         await asyncio.sleep(5)
+        self.finished = True
         await ws.close()
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -192,6 +201,8 @@ class Client:
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "welcome":
+            if self.session and not event["resumed"]:
+                self.soak.totals.problem(f"{self.name}: its session was not resumed")
             self.session = event["session"]
             if not event["resumed"]:
                 # A new member's stream starts at its first message: see early_ids.
@@ -201,6 +212,7 @@ class Client:
                 self.soak.totals.resumes += 1
         elif kind == "message" and event["room"] == self.room:
             self.soak.totals.received += 1
+            self._one_order(event)
             if self.last_id == -1:
                 if event["id"] <= self.welcome_id:
                     self.soak.totals.early += 1
@@ -214,6 +226,28 @@ class Client:
             lost = sum(room["lost"] for room in event["rooms"].values())
             if lost:
                 self.soak.totals.problem(f"{self.name}: a resume lost {lost} message(s)")
+            if any(room.get("epoch_changed") for room in event["rooms"].values()):
+                self.soak.totals.problem(f"{self.name}: a resume found a new epoch")
+        elif kind == "error":
+            # broker_unavailable (Redis down) and the like: never acknowledged, so
+            # never owed to anyone; counted, not judged.
+            code = str(event.get("code"))
+            self.soak.totals.errors[code] = self.soak.totals.errors.get(code, 0) + 1
+
+    def _one_order(self, event: dict[str, Any]) -> None:
+        """The same id is the same message for everyone; a sender's echoes keep its order."""
+        text = event["text"]
+        seen = self.soak.order.setdefault(self.room, {}).setdefault(event["id"], text)
+        if seen != text:
+            self.soak.totals.problem(
+                f"{self.name}: id {event['id']} in {self.room} is {text!r}, others saw {seen!r}"
+            )
+        name, _, seq = text.partition(" ")
+        if name == self.name:
+            self.soak.totals.acked += 1
+            if int(seq) <= self.acked_seq:
+                self.soak.totals.problem(f"{self.name}: echo of {seq} after {self.acked_seq}")
+            self.acked_seq = max(self.acked_seq, int(seq))
 
 
 class Soak:
@@ -227,6 +261,11 @@ class Soak:
         self.server = Server(free_port(), self.tmp.name)
         self.session: aiohttp.ClientSession
         self.restarted_at = 0.0
+        self.order: dict[str, dict[int, str]] = {}  # room -> id -> text, as first seen
+
+    def ws_port(self) -> int:
+        """The port a client (re)connects to."""
+        return self.server.port
 
     async def api(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.server.port}/admin/api/{path}"
@@ -307,26 +346,35 @@ class Soak:
         silent = [c.name for c in clients if c.last_id <= 0]
         if silent:
             self.totals.problem(f"{len(silent)} client(s) saw no message: {silent[:5]}")
+        # Gap-free up to the room's newest id: nothing acknowledged missed at the end.
+        short = [
+            f"{c.name} {c.last_id}/{max(self.order.get(c.room, {0: ''}))}"
+            for c in clients
+            if c.finished and c.last_id != max(self.order.get(c.room, {0: ""}))
+        ]
+        if short:
+            self.totals.problem(f"{len(short)} client(s) missed the room's end: {short[:5]}")
         return not self.totals.problems and self._flat()
 
     def steady(self) -> list[Sample]:
         """Samples after the restart's warm-up (30 s), where flatness is judged."""
         return [s for s in self.samples if s.at > self.restarted_at + 30]
 
-    def _flat(self) -> bool:
+    def _flat(self, label: str = "") -> bool:
+        """Judge self.steady(); ``label`` (a node) heads each problem found."""
         steady = self.steady()
         if len(steady) < 3:
             return True  # too short a run to judge
         first, last = steady[0], steady[-1]
         ok = True
         if last.rss_mib > first.rss_mib * 1.10 + 5:
-            self.totals.problem(f"RSS grew {first.rss_mib:.0f} -> {last.rss_mib:.0f} MiB")
+            self.totals.problem(f"{label}RSS grew {first.rss_mib:.0f} -> {last.rss_mib:.0f} MiB")
             ok = False
         if last.fds > first.fds + 20:
-            self.totals.problem(f"open fds grew {first.fds} -> {last.fds}")
+            self.totals.problem(f"{label}open fds grew {first.fds} -> {last.fds}")
             ok = False
         if last.tasks > first.tasks + 50:
-            self.totals.problem(f"asyncio tasks grew {first.tasks} -> {last.tasks}")
+            self.totals.problem(f"{label}asyncio tasks grew {first.tasks} -> {last.tasks}")
             ok = False
         return ok
 
@@ -378,16 +426,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=600.0, help="length (default 600)")
     parser.add_argument("--clients", type=int, default=CLIENTS, help="(default 500)")
     parser.add_argument("--victims", type=int, default=VICTIMS, help="to kick and ban (20)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="two nodes on a private redis-server, restarted half way (writes SOAK-REDIS.md)",
+    )
+    parser.add_argument("--output", type=Path, help="(default SOAK.md or SOAK-REDIS.md)")
     args = parser.parse_args(argv)
-    soak = Soak(args.seconds, args.clients, args.victims)
+    if args.redis:
+        from . import soak_redis  # imports this module: not at the top
+
+        soak: Soak = soak_redis.RedisSoak(args.seconds, args.clients, args.victims)
+        default, write = soak_redis.DEFAULT_OUTPUT, soak_redis.document
+    else:
+        soak = Soak(args.seconds, args.clients, args.victims)
+        default, write = DEFAULT_OUTPUT, document
+    output = args.output or default
     try:
         ok = asyncio.run(soak.run())
     finally:
         soak.tmp.cleanup()
     shown = [] if argv is None else argv
-    args.output.write_text(document(soak, ok, shown or sys.argv[1:]))
-    if args.output == DEFAULT_OUTPUT:
+    output.write_text(write(soak, ok, shown or sys.argv[1:]))
+    if output == default:
         separate.refresh_results()
     print("PASS" if ok else "FAIL: " + "; ".join(soak.totals.problems[:5]), flush=True)
     return 0 if ok else 1

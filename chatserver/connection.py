@@ -95,6 +95,7 @@ class Connection:
         "pending",
         "pending_bytes",
         "remote",
+        "replayed",
         "rooms",
         "scheduled",
         "session",
@@ -142,6 +143,10 @@ class Connection:
         self.closing: asyncio.Task[None] | None = None  # the hub's close, if one runs
         # While a resume replays missed messages, live events wait here.
         self.held: list[Rendered] | None = None
+        # After a replay: per room the newest id it sent. In Redis mode the node
+        # may still be filling a gap in its subscription and deliver those ids
+        # live once more; they are dropped until a newer id arrives.
+        self.replayed: dict[str, int] | None = None
         # The newest message still being stored: later commands wait for it.
         self.last_append: asyncio.Future[MessageEvent] | None = None
         now = time.time()
@@ -163,10 +168,24 @@ class Connection:
                 self.held = None
                 self.on_overflow(self)
             return
+        if self.replayed is not None and self._replayed_already(rendered.event):
+            return
         if self.is_json:
             self.enqueue(rendered.json_frame())
         else:
             self.enqueue(rendered.text_frame(self.current_room))
+
+    def _replayed_already(self, event: object) -> bool:
+        """Whether ``event`` is a message the replay sent (then it is dropped)."""
+        assert self.replayed is not None
+        if not isinstance(event, MessageEvent) or event.room not in self.replayed:
+            return False
+        if event.id <= self.replayed[event.room]:
+            return True
+        del self.replayed[event.room]  # live and in order from here
+        if not self.replayed:
+            self.replayed = None
+        return False
 
     def enqueue(self, frame: bytes) -> None:
         if self.closed:

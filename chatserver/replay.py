@@ -97,6 +97,7 @@ def _first_held(conn: Connection, room: str) -> int | None:
 def release_held(conn: Connection, sent: dict[str, int]) -> None:
     """Go live: send the held events, minus messages the replay already sent."""
     held, conn.held = conn.held, None
+    conn.replayed = {room: last for room, last in sent.items() if last} or None
     for rendered in held or ():
         event = rendered.event
         if isinstance(event, MessageEvent) and event.id <= sent.get(event.room, 0):

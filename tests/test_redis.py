@@ -627,3 +627,42 @@ async def test_accounts_and_token_subjects_span_node_processes(
     on_second = await peer(http, second, token=token)
     assert on_first.welcome["user"] == on_second.welcome["user"]  # type: ignore[attr-defined]
     assert on_second.welcome["identity"] == "token"  # type: ignore[attr-defined]
+
+
+async def test_a_resume_during_a_nodes_gap_fill_gets_no_id_twice(
+    redis_server: RedisServer, server_process: StartNode, http: aiohttp.ClientSession
+) -> None:
+    """A client resumes on a node whose subscription missed messages: the replay
+    sends them, and the node's later gap fill must not send them again (found by
+    the Redis soak: id 8 replayed, then delivered live once more)."""
+    proxy = FreezingProxy(redis_server.port)
+    port = await proxy.start()
+    talker_node = start_node(server_process, redis_server, 0)
+    proxied = RedisServer(redis_server.directory)
+    proxied.port = port
+    listener_node = await asyncio.to_thread(start_node, server_process, proxied, 1)
+    try:
+        stayer = await peer(http, listener_node, name="stayer")  # keeps the room tracked
+        roamer = await peer(http, listener_node, name="roamer")
+        sender = await peer(http, talker_node, name="sender")
+        await send(sender, "before")
+        last = (await messages(roamer, 1))[0]["id"]
+        await messages(stayer, 1)
+        session = roamer.welcome["session"]  # type: ignore[attr-defined]
+        await roamer.close()
+        proxy.frozen = True  # the listener node stops hearing publications
+        for n in range(2):
+            await send(sender, f"missed {n}")
+        await messages(sender, 3)  # the echoes: both are stored
+        back = await peer(http, listener_node, session=session, last=f"lobby:{last}")
+        replayed = await messages(back, 2)
+        assert [m["id"] for m in replayed] == [last + 1, last + 2]
+        await back.until_type("resumed")
+        proxy.frozen = False
+        await send(sender, "after")  # the node sees the jump and fills the gap
+        await messages(stayer, 3, timeout=20)  # the fill has run
+        got = await messages(back, 1, timeout=20)
+        assert [m["text"] for m in got] == ["after"], "no replayed id again"
+    finally:
+        await asyncio.to_thread(listener_node.stop)
+        await proxy.stop()
