@@ -121,6 +121,9 @@ class Directory(Protocol):
     async def locate(self, conn_id: int) -> ConnInfo | None:
         """Where connection ``conn_id`` is live (None: nowhere known)."""
 
+    async def find_user(self, user_id: int | None, name: str | None) -> ConnInfo | None:
+        """The live connection of a user (by id, else by name) on any node."""
+
     def joined(self, room: str, member: Member) -> None: ...
 
     def left(self, room: str, member: Member) -> None: ...
@@ -212,6 +215,12 @@ class LocalDirectory:
 
     async def locate(self, conn_id: int) -> ConnInfo | None:
         return self.live.get(conn_id)
+
+    async def find_user(self, user_id: int | None, name: str | None) -> ConnInfo | None:
+        for info in self.live.values():
+            if info.user_id == user_id or (name and name_key(info.name) == name_key(name)):
+                return info
+        return None
 
     def joined(self, room: str, member: Member) -> None:
         self.rooms.setdefault(room, {})[member.conn_id] = member.user

@@ -267,6 +267,19 @@ class RedisDirectory:
         (raw,) = await self.link.in_order("locate", lambda pipe: pipe.get(key))
         return None if raw is None else ConnInfo(**json.loads(raw))
 
+    async def find_user(self, user_id: int | None, name: str | None) -> ConnInfo | None:
+        if user_id is not None:
+            key = self.link.key("holder", user_id)
+            (raw,) = await self.link.in_order("find user", lambda pipe: pipe.get(key))
+            conn_id = raw.decode().rpartition("|")[2] if raw else ""
+        elif name:
+            key = self._name_key(name_key(name))
+            (raw,) = await self.link.in_order("find user", lambda pipe: pipe.get(key))
+            conn_id = raw.decode().rpartition(":")[2] if raw else ""
+        else:
+            return None
+        return await self.locate(int(conn_id)) if conn_id.isdigit() else None
+
     # ------------------------------------------------------------------ presence
 
     def joined(self, room: str, member: Member) -> None:

@@ -93,6 +93,17 @@ def find_connection(hub: Hub, fields: Fields) -> Connection:
     return conn
 
 
+async def _elsewhere(hub: Hub, user_id: int | None, name: str | None) -> int | None:
+    """The connection id of a user connected to another node, if one is."""
+    live = hub.users.get(user_id) if user_id is not None else None
+    if live is None and name is not None:
+        live = hub.by_name(name)
+    if live is not None or (user_id is None and name is None):
+        return None  # here, or not named: the usual path answers
+    info = await hub.directory.find_user(user_id, name)
+    return None if info is None else info.conn_id
+
+
 async def located(hub: Hub, conn_id: int) -> ConnInfo:
     """Who connection ``conn_id`` is, on whichever node serves it."""
     conn = hub.find(conn_id)
@@ -120,6 +131,8 @@ def required_id(fields: Fields, key: str) -> int:
 
 async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
     conn_id = int_field(fields, "conn_id")
+    if conn_id is None:
+        conn_id = await _elsewhere(hub, int_field(fields, "user_id"), text_field(fields, "name"))
     if conn_id is not None and hub.find(conn_id) is None:
         # Not on this node: the node that serves it closes it.
         entry = await moderation.kick_id(conn_id, text_field(fields, "reason") or "", actor)

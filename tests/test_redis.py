@@ -666,3 +666,22 @@ async def test_a_resume_during_a_nodes_gap_fill_gets_no_id_twice(
     finally:
         await asyncio.to_thread(listener_node.stop)
         await proxy.stop()
+
+
+async def test_kick_by_name_or_user_id_reaches_another_node(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """POST kick with a name or a user id, on a node where that user is not
+    connected, closes them on the node that serves them (4500)."""
+    first, second = nodes(2)
+    by_name = await peer(http, second, name="farname")
+    by_id = await peer(http, second, name="farid")
+    status, body = await api(http, first, "POST", "kick", {"name": "FARNAME", "reason": "x"})
+    assert status == 200, body
+    assert (await by_name.closed())[0] == 4500
+    user_id = by_id.welcome["user"]["id"]  # type: ignore[attr-defined]
+    status, body = await api(http, first, "POST", "kick", {"user_id": user_id})
+    assert status == 200, body
+    assert (await by_id.closed())[0] == 4500
+    status, body = await api(http, first, "POST", "kick", {"name": "nobody"})
+    assert status == 404, body
