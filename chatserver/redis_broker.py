@@ -84,6 +84,7 @@ class RedisBroker:
         self._events = link.key("events")
         self._control_all = link.key("control")
         self._messages = link.key("messages")
+        self._messages_b, self._events_b = self._messages.encode(), self._events.encode()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._fills: set[asyncio.Task[None]] = set()
@@ -138,41 +139,38 @@ class RedisBroker:
 
     async def _subscribed(self) -> None:
         channels = (self._messages, self._events, self._control_all, self.node_channel(self.node))
-        async with self.link.subscription(*channels) as pubsub:
+        async with self.link.subscription(channels, self._dispatch) as subscription:
             self._ready.set()
             self.link.subscribed = True
             self.link.health.up("broker")
             log.info("subscribed to Redis as node %s", self.node)
             self._catch_up()
-            last_heard = last_probe = time.monotonic()
             while True:
-                now = time.monotonic()
-                if now - last_probe >= PROBE_INTERVAL:
-                    last_probe = now
-                    self.link.later("probe", self._probe)
-                if now - last_heard > PROBE_TIMEOUT:
+                self.link.later("probe", self._probe)
+                # Publications are handled as they arrive (``_dispatch``); this
+                # task only probes, and notices a drop or a silence.
+                done, _ = await asyncio.wait([subscription.lost], timeout=PROBE_INTERVAL)
+                if done:
+                    subscription.lost.result()  # raises why it was lost
+                silent = time.monotonic() - subscription.last_heard
+                if silent > PROBE_TIMEOUT:
                     raise _Stale(f"nothing received for {PROBE_TIMEOUT} s")
-                message = await pubsub.get_message(timeout=PROBE_INTERVAL / 2)
-                if message is not None and message.get("type") == "message":
-                    last_heard = time.monotonic()
-                    self._dispatch(message["channel"], message["data"])
 
     def _probe(self, pipe: object) -> None:
         pipe.publish(self.node_channel(self.node), PROBE)  # type: ignore[attr-defined]
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         try:
-            name = channel.decode()
-            if name == self._messages:
+            if channel == self._messages_b:
                 self._on_message(data)
-            elif name == self._events:
+            elif channel == self._events_b:
                 self._deliver(_decode_event(data))
             elif data != PROBE:
                 self._on_control(_decode_control(data))
         except (ValueError, msgspec.DecodeError):
-            log.warning("ignoring a malformed publication on %s", channel)
+            log.warning("ignoring a malformed publication on %r", channel)
         except Exception:
-            log.exception("handling a publication on %s failed", channel)
+            log.exception("handling a publication on %r failed", channel)
 
     # ------------------------------------------------------------------ ordering
 

@@ -15,21 +15,22 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.client import Pipeline
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from .batching import Batcher
 from .errors import Unavailable
 from .health import Health
+from .redis_subscriber import OnPublication, SubscriberProtocol, subscribe
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,6 @@ class RedisLink:
             health_check_interval=10,
         )
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
-        # The subscriber must see a dropped connection (to catch up), so its
-        # client does not reconnect behind our back.
-        self.subscriber_client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=SOCKET_TIMEOUT, retry=Retry(NoBackoff(), 0)
-        )
         self.scripts: dict[str, AsyncScript] = {
             name: self.redis.register_script(_lua(name))
             for name in ("append", "claim_name", "release_name", "refresh_name", "create_account")
@@ -102,7 +98,6 @@ class RedisLink:
             async with asyncio.timeout(SOCKET_TIMEOUT * 2):
                 await self._batcher.close()
         await self.redis.aclose(close_connection_pool=True)  # a pool we made is ours to close
-        await self.subscriber_client.aclose()
 
     # ------------------------------------------------------------------ commands
 
@@ -158,15 +153,28 @@ class RedisLink:
         """Wait until the background writes queued so far were sent (or failed)."""
         await self._batcher.flush()
 
+    def evalsha(
+        self, pipe: Pipeline, name: str, keys: Sequence[str], args: Sequence[str | bytes | int]
+    ) -> None:
+        """Queue script ``name`` on ``pipe`` by its SHA alone.
+
+        redis-py's script objects make every pipeline that holds one ask
+        ``SCRIPT EXISTS`` first: a second round trip for each batch of appends.
+        A Redis that lost its scripts (restarted, ``SCRIPT FLUSH``) answers
+        NOSCRIPT instead; ``_send`` then loads them and runs those items again,
+        which is safe since they did not run."""
+        pipe.evalsha(self.scripts[name].sha, len(keys), *keys, *args)
+
     async def _send(self, batch: list[_Later]) -> None:
-        spans: list[tuple[int, int]] = []
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for item in batch:
-                    start = len(pipe.command_stack)
-                    await _queue(item.queue, pipe)
-                    spans.append((start, len(pipe.command_stack)))
-                results = await pipe.execute(raise_on_error=False)
+            outcomes = await self._execute(batch)
+            again = [i for i, results in enumerate(outcomes) if _no_script(results)]
+            if again:
+                for script in self.scripts.values():
+                    await self.redis.script_load(script.script)
+                retried = await self._execute([batch[i] for i in again])
+                for i, results in zip(again, retried, strict=True):
+                    outcomes[i] = results
         except (RedisError, OSError) as exc:
             # Presence and publications are refreshed or re-derived later
             # (presence by the next refresh, messages through their ids);
@@ -177,9 +185,20 @@ class RedisLink:
                 if item.done is not None and not item.done.done():
                     item.done.set_exception(error)
             return
-        for item, (start, end) in zip(batch, spans, strict=True):
+        for item, results in zip(batch, outcomes, strict=True):
             if item.done is not None and not item.done.done():
-                self._settle(item, results[start:end])
+                self._settle(item, results)
+
+    async def _execute(self, batch: list[_Later]) -> list[list[Any]]:
+        """One pipeline of every item's commands; each item's results, errors included."""
+        spans: list[tuple[int, int]] = []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in batch:
+                start = len(pipe.command_stack)
+                await _queue(item.queue, pipe)
+                spans.append((start, len(pipe.command_stack)))
+            results = await pipe.execute(raise_on_error=False)
+        return [results[start:end] for start, end in spans]
 
     def _settle(self, item: _Later, results: list[Any]) -> None:
         assert item.done is not None
@@ -193,14 +212,18 @@ class RedisLink:
         item.done.set_exception(Unavailable(COMPONENT, "the chat backend (Redis) failed"))
 
     @contextlib.asynccontextmanager
-    async def subscription(self, *channels: str) -> AsyncIterator[aioredis.client.PubSub]:
-        pubsub = self.subscriber_client.pubsub(ignore_subscribe_messages=True)
+    async def subscription(
+        self, channels: Sequence[str], on_publication: OnPublication
+    ) -> AsyncIterator[SubscriberProtocol]:
+        """This node's own pub/sub connection (see ``redis_subscriber.py``); it
+        does not reconnect behind our back, so the broker sees every drop and
+        catches up after it."""
+        async with asyncio.timeout(SOCKET_TIMEOUT):
+            protocol = await subscribe(self.url, channels, on_publication)
         try:
-            await pubsub.subscribe(*channels)
-            yield pubsub
+            yield protocol
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            protocol.close()
 
 
 async def _queue(build: Callable[[Pipeline], object], pipe: Pipeline) -> None:
@@ -208,6 +231,10 @@ async def _queue(build: Callable[[Pipeline], object], pipe: Pipeline) -> None:
     result = build(pipe)
     if inspect.isawaitable(result):
         await result
+
+
+def _no_script(results: list[Any]) -> bool:
+    return any(isinstance(result, NoScriptError) for result in results)
 
 
 def _lua(name: str) -> str:

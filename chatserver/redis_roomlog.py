@@ -91,10 +91,9 @@ class RedisRoomLog:
             cap,
             IDEMPOTENCY_TTL,
         ]
-        script = self.link.scripts["append"]
 
-        async def queue(pipe: Pipeline) -> None:
-            await script(keys, args, client=pipe)
+        def queue(pipe: Pipeline) -> None:
+            self.link.evalsha(pipe, "append", keys, args)
 
         done: asyncio.Future[MessageEvent] = asyncio.get_running_loop().create_future()
         event = MessageEvent(id=0, room=room, user=user, text=text, ts=ts)

@@ -437,16 +437,23 @@ class RawPeer:
 class RedisServer:
     """A real ``redis-server`` of this test's own, on a free port."""
 
-    def __init__(self, directory: Path, *, persist: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, persist: bool = False, password: str = "", unix: bool = False
+    ) -> None:
         self.port = free_port()
         self.directory = directory
         self.persist = persist
+        self.password = password
+        self.socket_path = directory / "redis.sock" if unix else None
         self.started = False
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        if self.socket_path is not None:
+            return f"unix://{self.socket_path}?db=0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         """Start (again, on the same port); a first start retries on other ports."""
@@ -472,6 +479,10 @@ class RedisServer:
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--dir", str(self.directory), *persistence,
         ]  # fmt: skip
+        if self.password:
+            cmd += ["--requirepass", self.password]
+        if self.socket_path is not None:
+            cmd += ["--unixsocket", str(self.socket_path)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -482,10 +493,13 @@ class RedisServer:
         self.stop()
         raise AssertionError(f"redis-server did not start on port {self.port}")
 
+    def _auth(self) -> list[str]:
+        return ["-a", self.password, "--no-auth-warning"] if self.password else []
+
     def cli(self, *args: str) -> str:
         """One command through redis-cli; its output ('' if Redis is down)."""
         result = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args],
+            ["redis-cli", "-p", str(self.port), *self._auth(), *args],
             capture_output=True,
             text=True,
             check=False,

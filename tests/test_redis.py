@@ -261,6 +261,48 @@ async def test_flushall_changes_the_epoch_and_resume_reports_the_loss(
     assert lobby["epoch"] != epoch
 
 
+async def test_a_redis_that_lost_its_scripts_still_takes_every_message(
+    nodes: Callable[[int], list[ServerProcess]],
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    """Appends call the script by its SHA alone; after ``SCRIPT FLUSH`` (what a
+    restarted Redis also forgets) the node loads it again and no send fails."""
+    (node,) = nodes(1)
+    talker = await peer(http, node, name="talker")
+    await send(talker, "one")
+    await messages(talker, 1)
+    assert redis_server.cli("SCRIPT", "FLUSH") == "OK"
+    for n in range(3):
+        await send(talker, f"after {n}")
+    got = await messages(talker, 3)
+    assert [(m["id"], m["text"]) for m in got] == [(2, "after 0"), (3, "after 1"), (4, "after 2")]
+
+
+@pytest.mark.parametrize("kind", ["password", "unix socket"])
+async def test_nodes_chat_over_a_redis_with_a_password_or_on_a_unix_socket(
+    kind: str, tmp_path: Any, server_process: StartNode, http: aiohttp.ClientSession
+) -> None:
+    """The subscription connects by itself (``redis_subscriber.py``): it must
+    authenticate and reach a Unix socket just as the command client does."""
+    from tests.conftest import require_redis
+
+    require_redis()
+    redis = RedisServer(
+        tmp_path, password="s3cret-pass" if kind == "password" else "", unix=kind == "unix socket"
+    )
+    redis.start()
+    try:
+        first, second = (start_node(server_process, redis, i) for i in range(2))
+        receiver = await peer(http, second, name="receiver")
+        sender = await peer(http, first, name="sender")
+        await send(sender, "across")
+        assert [m["text"] for m in await messages(receiver, 1)] == ["across"]
+        assert redis.cli("PUBSUB", "NUMSUB", "chat:messages").splitlines()[-1] == "2"
+    finally:
+        redis.stop()
+
+
 async def test_redis_restart_nodes_recover_and_nothing_acknowledged_is_lost(
     tmp_path: Any, server_process: StartNode, http: aiohttp.ClientSession
 ) -> None:
@@ -502,14 +544,25 @@ def test_embedded_mode_imports_nothing_of_redis(tmp_path: Any) -> None:
 
 class FreezingProxy:
     """A TCP proxy in front of Redis that can stop passing anything to the
-    node's subscriber connections while keeping them open: a subscription that
-    looks healthy but receives nothing."""
+    node's subscriber connection while keeping it open: a subscription that
+    looks healthy but receives nothing (Centrifugo issue 1189). Setting
+    ``frozen`` freezes the subscriber connections open at that moment; a
+    connection made afterwards (the node resubscribing) passes."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.frozen = False
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
+        self._subscribers: list[dict[str, bool]] = []
+
+    @property
+    def frozen(self) -> bool:
+        return any(state["frozen"] for state in self._subscribers)
+
+    @frozen.setter
+    def frozen(self, value: bool) -> None:
+        for state in self._subscribers:
+            state["frozen"] = value
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -519,17 +572,17 @@ class FreezingProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self.writers += [writer, up_writer]
-        state = {"subscriber": False}
+        state = {"frozen": False}
 
         async def upstream() -> None:
             while data := await reader.read(65536):
-                if b"SUBSCRIBE" in data.upper():
-                    state["subscriber"] = True
+                if b"SUBSCRIBE" in data.upper() and state not in self._subscribers:
+                    self._subscribers.append(state)
                 up_writer.write(data)
 
         async def downstream() -> None:
             while data := await up_reader.read(65536):
-                if not (self.frozen and state["subscriber"]):
+                if not state["frozen"]:
                     writer.write(data)
 
         with contextlib.suppress(ConnectionError, OSError):
