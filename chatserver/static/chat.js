@@ -872,6 +872,7 @@
       setConnected(false);
       if (event.code === 4401) {
         refused(event.reason, auth, was);
+        setConnected(false); // a refused site token no longer offers Connect
         return;
       }
       const removed = event.code === 4500 || event.code === 4501;
