@@ -499,9 +499,15 @@
   // A registered name was refused to this guest (at connect or on /nick).
   function offerLogin(event) {
     const name = wantedName || "";
-    line("error", [name ? `*** "${name}" is registered \u2014 log in or pick another name.` : `Error: ${event.message}`]);
+    wantedName = ""; // asked once; a later refusal names its own cause
+    if (!name) {
+      line("error", [`Error: ${event.message}`]); // e.g. a resumed session's name, registered since
+      return;
+    }
+    const words = `"${name}" is registered \u2014 log in or pick another name.`;
+    line("error", [`*** ${words}`]);
     if (policy === "token" || identity === "token") return;
-    openDialog("login", { name, note: name ? `"${name}" is registered \u2014 log in or pick another name.` : "" });
+    openDialog("login", { name, note: words });
   }
 
   function logOut() {
