@@ -476,3 +476,15 @@ async def test_a_site_token_in_the_fragment_goes_in_the_first_frame_and_a_bad_on
     await expired.page.screenshot(path=str(tmp_path / "token-expired.png"))
     assert tab.dialogs == expired.dialogs == []
     await dave.close()
+
+
+@pytest.mark.parametrize("policy", ["guests", "registered", "token"])
+async def test_the_page_is_told_the_auth_policy(
+    chat: ChatServer, http: aiohttp.ClientSession, policy: str
+) -> None:
+    """GET / names the ``--auth`` policy in a meta tag, so the page offers what it allows."""
+    await chat.start(auth=policy, token_secret=SECRET)
+    async with http.get(chat.url("/").replace("ws://", "http://")) as response:
+        page = await response.text()
+    assert f'<meta name="chat-auth" content="{policy}">' in page
+    assert page.count('name="chat-auth"') == 1
