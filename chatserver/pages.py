@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import html
 from importlib import resources
+from typing import Final
 
 from aiohttp import web
 
 from . import __version__
-from .keys import HEALTH, HUB
+from .keys import HEALTH, HUB, SETTINGS
+
+# The page's script reads the --auth policy here, to offer what this chat allows.
+AUTH_META: Final = '<meta name="chat-auth" content="guests">'
 
 
 async def index_page(request: web.Request) -> web.StreamResponse:
-    """``/`` without an upgrade: the browser chat page."""
+    """``/`` without an upgrade: the browser chat page, told the ``--auth`` policy."""
     page = resources.files("chatserver").joinpath("static/index.html")
     if page.is_file():
-        return web.Response(text=page.read_text("utf-8"), content_type="text/html")
+        policy = html.escape(request.app[SETTINGS].auth, quote=True)
+        text = page.read_text("utf-8").replace(
+            AUTH_META, f'<meta name="chat-auth" content="{policy}">', 1
+        )
+        return web.Response(text=text, content_type="text/html")
     return web.Response(text="Chat server: connect a WebSocket client to /ws\n")
 
 
