@@ -339,9 +339,15 @@ class RedisDirectory:
         claims = list(self.claims.items())
         script = self.link.scripts["refresh_name"]
 
+        by_room: dict[str, dict[bytes, float]] = {}
+        for (room, _), entry in members:
+            by_room.setdefault(room, {})[entry] = expiry
+
         async def build(pipe: Pipeline) -> None:
-            for (room, _), entry in members:
-                pipe.zadd(self._presence_key(room), {entry: expiry})
+            # One ZADD per room, not per member: a node's refresh costs its
+            # rooms and names, so a quiet room of a thousand stays cheap.
+            for room, entries in by_room.items():
+                pipe.zadd(self._presence_key(room), entries)
             for key, holder in claims:
                 await script([self._name_key(key)], [holder, int(self.ttl)], client=pipe)
 

@@ -184,6 +184,29 @@ async def test_resume_on_another_node_gets_exactly_what_was_missed(
     assert resumed["rooms"]["lobby"] == {"recovered": 5, "lost": 0}
 
 
+async def test_live_members_outlast_the_presence_expiry_in_every_room(
+    nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
+) -> None:
+    """A node refreshes its members (one ZADD per room): after several expiry
+    periods every member of every room is still listed, and nobody left."""
+    home, other = nodes(2)
+    members = {
+        room: [await peer(http, home, name=f"{room}{i}", room=room) for i in range(3)]
+        for room in ("north", "south")
+    }
+    watchers = {room: await peer(http, other, name=f"w{room}", room=room) for room in members}
+    await asyncio.sleep(PRESENCE_TTL * 2.5)
+    for room, watcher in watchers.items():
+        await watcher.send_json(type="who")
+        events = [await watcher.event()]
+        while events[-1]["type"] != "who":
+            events.append(await watcher.event())
+        names = {u["name"] for u in events[-1]["users"]}
+        assert names == {f"{room}{i}" for i in range(3)} | {f"w{room}"}
+        assert [e for e in events if e["type"] == "leave"] == []
+    assert all(len(group) == 3 for group in members.values())
+
+
 async def test_a_killed_node_leaves_presence_once_per_user(
     nodes: Callable[[int], list[ServerProcess]], http: aiohttp.ClientSession
 ) -> None:
