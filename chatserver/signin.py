@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Final
 
 import msgspec
@@ -61,6 +62,8 @@ class SignedIn:
     name: str | None
     identity: Identity
     allowed_rooms: list[str] | None = None
+    subject: str | None = None  # a token's ``sub``
+    expires: float | None = None  # a token's ``exp``
 
 
 async def read_credentials(
@@ -101,7 +104,7 @@ async def sign_in(
             log.info("refused a connection token from %s: %s", address, exc.reason)
             raise SignInRefused(exc.reason) from None
         user_id = await hub.directory.subject_user(claims.subject)
-        return SignedIn(user_id, claims.name, "token", claims.rooms)
+        return SignedIn(user_id, claims.name, "token", claims.rooms, claims.subject, claims.expires)
     if creds.name is None and creds.password is None:
         return None
     if hub.settings.auth == "token":
@@ -113,9 +116,14 @@ async def sign_in(
     return SignedIn(account.user_id, account.name, "registered")
 
 
-async def check_resumed(hub: Hub, record: SessionRecord) -> tuple[Identity, bool]:
+async def check_resumed(
+    hub: Hub, record: SessionRecord, renewed: bool = False
+) -> tuple[Identity, bool]:
     """How a resumed session is identified now, and whether its name is still
-    its own (False: someone else registered it)."""
+    its own (False: someone else registered it). A token user's session does
+    not outlive the token (``renewed``: the client brought a new one)."""
+    if record.identity == "token" and not renewed and token_expired(record, hub.settings):
+        raise SignInRefused("token expired")
     account = await hub.directory.account(record.name)
     mine = account is not None and account.user_id == record.user_id
     if mine and account is not None and account.locked:
@@ -126,6 +134,15 @@ async def check_resumed(hub: Hub, record: SessionRecord) -> tuple[Identity, bool
     elif record.identity == "registered" and mine:
         identity = "registered"
     return identity, account is None or mine
+
+
+def token_expired(record: SessionRecord, settings: Settings) -> bool:
+    """Whether a token session's ``exp`` (plus the leeway) has passed. A record
+    from before ``exp`` was saved has none, and counts as expired: only a new
+    token can say how long it may last."""
+    if record.token_expires is None:
+        return True
+    return record.token_expires + settings.token_leeway <= time.time()
 
 
 # ---------------------------------------------------------------------- commands

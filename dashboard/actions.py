@@ -25,7 +25,7 @@ from chatserver.text import describe, refused_char
 from .rows import connection_row
 
 Fields = Mapping[str, object]
-BAN_BY = ("name", "address", "both")
+BAN_BY = ("name", "address", "both", "account")
 
 
 @dataclasses.dataclass(slots=True)
@@ -150,8 +150,10 @@ async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> 
 
 async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
     """Ban a live connection (``conn_id`` and ``by``), a ``name`` and/or ``address``,
-    or a registered ``account`` (its name, which a logged-in user cannot change)."""
+    a registered ``account`` (its name, which a logged-in user cannot change), or
+    a token user's ``subject`` (the site's ``sub``, whatever name the token shows)."""
     name, address = text_field(fields, "name"), text_field(fields, "address")
+    subject = text_field(fields, "subject")
     account = text_field(fields, "account")
     if account is not None:
         registered = await hub.directory.account(account)
@@ -161,14 +163,11 @@ async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> O
     conn_id = int_field(fields, "conn_id")
     if conn_id is not None:
         info = await located(hub, conn_id)
-        by = text_field(fields, "by") or "name"
-        if by not in BAN_BY:
-            raise CommandError("bad_request", "by is one of: name, address, both")
-        name = info.name if by in {"name", "both"} else None
-        address = info.address if by in {"address", "both"} else None
+        name, address, subject = ban_target(info, text_field(fields, "by") or "name")
     record, kicked = await moderation.ban(
         name=name,
         address=address,
+        subject=subject,
         duration=duration_field(fields),
         reason=text_field(fields, "reason") or "",
         actor=actor,
@@ -178,6 +177,28 @@ async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> O
         {"ban": record.as_dict(), "kicked": kicked},
         201,
     )
+
+
+def ban_target(info: ConnInfo, by: str) -> tuple[str | None, str | None, str | None]:
+    """The name, address and subject to ban for a live connection.
+
+    ``name`` (and ``account``) mean who the user is: a token user's name is only
+    what their current token shows, so their ``sub`` is banned instead; a
+    registered user's name is their account. A guest has no account.
+    """
+    if by not in BAN_BY:
+        raise CommandError("bad_request", "by is one of: " + ", ".join(BAN_BY))
+    address = info.address if by in {"address", "both"} else None
+    if by == "address":
+        return None, address, None
+    if info.identity == "token" and info.subject:
+        return None, address, info.subject
+    if by == "account" and info.identity != "registered":
+        raise CommandError(
+            "bad_request",
+            f"connection {info.conn_id} is a guest, with no account: ban its name or address",
+        )
+    return info.name, address, None
 
 
 async def unban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:

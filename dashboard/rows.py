@@ -161,6 +161,7 @@ def connection_row(hub: Hub, conn: Connection) -> Row:
         "user_id": conn.user.id,
         "name": conn.name,
         "identity": conn.identity,
+        "account": account_of(conn),
         "rooms": list(conn.rooms),
         "address": conn.remote,
         "dialect": conn.dialect,
@@ -175,6 +176,16 @@ def connection_row(hub: Hub, conn: Connection) -> Row:
         "node": node_of(hub, conn),
         "muted": is_muted(hub, conn),
     }
+
+
+def account_of(conn: Connection) -> str | None:
+    """What identifies the user beyond this connection: the registered name, or
+    the token's ``sub`` (None for a guest). Operators see it; users never do."""
+    if conn.identity == "token":
+        return conn.subject
+    if conn.identity == "registered":
+        return conn.name
+    return None
 
 
 def is_muted(hub: Hub, conn: Connection) -> bool:
