@@ -388,17 +388,19 @@ class Moderation:
         reason: str,
         actor: str,
         subject: str | None = None,
+        user_id: int | None = None,
     ) -> tuple[Ban, int]:
-        """Ban a name, an address and/or a token subject; kick matching live
-        connections on every node. Returns the ban and how many connections this
-        node closed."""
+        """Ban a name, an address, a token subject and/or a user id; kick matching
+        live connections on every node. Returns the ban and how many connections
+        this node closed."""
         name = clean_name(name) if name else None
         address = clean_address(address) if address else None
         subject = clean_subject(subject) if subject else None
-        if name is None and address is None and subject is None:
+        if name is None and address is None and subject is None and user_id is None:
             raise CommandError("bad_request", "a ban needs a name, an address or a subject")
-        # The user id is what a resumed session or a live connection carries.
-        user_id = await self.hub.directory.subject_user(subject) if subject else None
+        if subject:
+            # The user id is what a resumed session or a live connection carries.
+            user_id = await self.hub.directory.subject_user(subject)
         reason = clean_reason(reason)
         now = time.time()
         until = None if duration is None else now + duration

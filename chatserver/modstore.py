@@ -77,7 +77,7 @@ def until_text(until: float | None) -> str:
 @dataclasses.dataclass(slots=True)
 class Ban:
     """A ban of a name (case-insensitive), an address or network, a site token's
-    subject (the account of a token user), or a name and an address."""
+    subject (the account of a token user) or a user id, or several of these."""
 
     id: int
     name: str | None
@@ -107,6 +107,8 @@ class Ban:
             parts.append(f"address={self.address}")
         if self.subject:
             parts.append(f"subject={self.subject}")
+        elif self.user_id is not None:
+            parts.append(f"user_id={self.user_id}")
         return " ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:

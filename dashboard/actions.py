@@ -150,8 +150,10 @@ async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> 
 
 async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
     """Ban a live connection (``conn_id`` and ``by``), a ``name`` and/or ``address``,
-    a registered ``account`` (its name, which a logged-in user cannot change), or
-    a token user's ``subject`` (the site's ``sub``, whatever name the token shows)."""
+    a registered ``account`` (its name, which a logged-in user cannot change), a
+    token user's ``subject`` (the site's ``sub``, whatever name the token shows),
+    or a ``user_id`` (a message's speaker: their connection if they are live, else
+    the id, which a registered or token user keeps on every connection)."""
     name, address = text_field(fields, "name"), text_field(fields, "address")
     subject = text_field(fields, "subject")
     account = text_field(fields, "account")
@@ -160,14 +162,16 @@ async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> O
         if registered is None:
             raise CommandError("not_registered", f"no account is registered as {account!r}")
         name = registered.name
-    conn_id = int_field(fields, "conn_id")
-    if conn_id is not None:
-        info = await located(hub, conn_id)
+    user_id = int_field(fields, "user_id")
+    info = await _ban_connection(hub, int_field(fields, "conn_id"), user_id)
+    if info is not None:
         name, address, subject = ban_target(info, text_field(fields, "by") or "name")
+        user_id = None  # the live connection says who the user is
     record, kicked = await moderation.ban(
         name=name,
         address=address,
         subject=subject,
+        user_id=user_id,
         duration=duration_field(fields),
         reason=text_field(fields, "reason") or "",
         actor=actor,
@@ -177,6 +181,19 @@ async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> O
         {"ban": record.as_dict(), "kicked": kicked},
         201,
     )
+
+
+async def _ban_connection(hub: Hub, conn_id: int | None, user_id: int | None) -> ConnInfo | None:
+    """The live connection a ban names: ``conn_id``, else ``user_id``'s if that
+    user is connected on any node (None: not connected, or not named)."""
+    if conn_id is not None:
+        return await located(hub, conn_id)
+    if user_id is None:
+        return None
+    live = hub.users.get(user_id)
+    if live is not None:
+        return hub.info(live)
+    return await hub.directory.find_user(user_id, None)
 
 
 def ban_target(info: ConnInfo, by: str) -> tuple[str | None, str | None, str | None]:

@@ -13,17 +13,21 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from chatserver import admin_cli
+from chatserver.app import create_app
 from tests.conftest import (
     ADMIN_AUTH,
     ADMIN_TOKEN,
     ChatServer,
     Connect,
+    Peer,
     both_modes,
     make_settings,
 )
 from tests.test_accounts import PASSWORD, first_frame_login, gone, registered, welcome_of
+from tests.test_dashboard import log_in, post_action
 from tests.test_tokens import SECRET, mint, with_tokens
 
 chat_mode = both_modes()
@@ -143,6 +147,31 @@ async def test_banning_a_token_row_bans_its_subject(
     )
     assert "guest" in refused["error"]["message"]
     await guest.close()
+
+
+async def test_banning_a_speaker_by_user_id_keeps_a_token_user_out(
+    chat: ChatServer, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    """The room page bans a message's speaker by ``user_id`` (and name): for a
+    token user that is their ``sub`` while connected, and their user id (which
+    every token of that ``sub`` maps to) once gone, never only the name."""
+    await with_tokens(chat)
+    carol = await connect(json=True, token=mint())
+    user_id = (await welcome_of(carol))["user"]["id"]
+    body = {"user_id": user_id, "name": "Carol", "duration": "1h"}
+    ban = (await api(http, chat, "POST", "bans", body, status=201))["ban"]
+    assert (ban["subject"], ban["name"]) == (SUB, None)
+    assert (await carol.closed())[0] == 4501
+    await api(http, chat, "DELETE", f"bans/{ban['id']}")
+    dave = await connect(json=True, token=mint(sub="dave-at-site", name="Dave"))
+    dave_id = (await welcome_of(dave))["user"]["id"]
+    await gone(chat, dave, dave_id)
+    body = {"user_id": dave_id, "name": "Dave", "duration": "1h"}
+    ban = (await api(http, chat, "POST", "bans", body, status=201))["ban"]
+    assert (ban["user_id"], ban["name"]) == (dave_id, "Dave")
+    for _ in range(2):
+        again = await connect(json=True, token=mint(sub="dave-at-site", name="David"))
+        assert (await again.closed())[0] == 4501
 
 
 async def test_registered_account_ban_does_not_reach_a_token_of_that_name(
@@ -314,6 +343,40 @@ async def test_who_lists_users_without_leaking_subjects(chat: ChatServer, connec
     await carol.send_json(type="who")
     who = await carol.until_type("who")
     assert SUB not in json.dumps(who)
+
+
+async def test_text_client_refreshes_with_a_command(chat: ChatServer, connect: Connect) -> None:
+    """`/refresh TOKEN` works in the text dialect too."""
+    await with_tokens(chat, token_leeway=0.0)
+    peer = await connect(token=soon(2))
+    assert (await peer.text()).startswith("Welcome")
+    await peer.send("/refresh " + mint())
+    assert (await peer.until(r"^\*\*\* Token refreshed")).endswith(" UTC.")
+    await asyncio.sleep(2.5)
+    await peer.send("/rooms")
+    assert (await peer.until("Your rooms")).startswith("Your rooms: #lobby")
+
+
+async def test_dashboard_shows_the_account_and_bans_a_token_row_by_subject(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """The connections table has an Account column (the ``sub`` of a token user);
+    its row's Ban form bans the ``sub``, shown in the bans table."""
+    client = await aiohttp_client(create_app(make_settings(tmp_path, token_secret=SECRET)))
+    csrf = await log_in(client)
+    ws = await client.ws_connect("/ws", params={"token": mint()}, protocols=("chat.v1",))
+    carol = Peer(ws)
+    await welcome_of(carol)
+    async with client.get("/admin/") as response:
+        page = await response.text()
+    assert f'<td data-f="account">{SUB}</td>' in page
+    status, body = await post_action(client, "ban", {"csrf": csrf, "conn_id": "1"})
+    assert status == 201, body
+    assert body["ban"]["subject"] == SUB
+    assert (await carol.closed())[0] == 4501
+    async with client.get("/admin/") as response:
+        page = await response.text()
+    assert f"<td>{SUB}</td>" in page
 
 
 # ------------------------------------------------------------------ old databases
