@@ -1,6 +1,7 @@
 """A token user's session lasts as long as the site's token: at ``exp`` plus
 the leeway the connection is closed 4401 "token expired", unless the client
-sent a newer token of the same user first (``refresh``).
+sent a newer token of the same user first (``refresh``), whose ``exp`` and
+``rooms`` then apply (its ``name`` does not: a rename is a ``nick``).
 
 Only token users have a deadline, so only they cost a timer; a closed
 connection's timer is cancelled at once (it would keep the connection alive in
@@ -63,6 +64,17 @@ async def refresh(conn: Connection, hub: Hub, command: Refresh) -> None:
     if await hub.directory.subject_user(claims.subject) != conn.user.id:
         raise CommandError("token_mismatch", "that token is for another user")
     conn.subject, conn.token_expires = claims.subject, claims.expires
+    _apply_rooms(conn, hub, claims.rooms)
     schedule(conn, hub)
     hub.save_session(conn)  # a resume keeps the new deadline
     conn.send(Rendered(RefreshedEvent(expires=claims.expires)))
+
+
+def _apply_rooms(conn: Connection, hub: Hub, rooms: list[str] | None) -> None:
+    """The new token's ``rooms`` replace the old one's: what the site no longer
+    allows must not outlive the token that allowed it."""
+    conn.allowed_rooms = rooms
+    if rooms is None:
+        return
+    for room in [room for room in conn.rooms if room not in rooms]:
+        hub.leave(conn, room)

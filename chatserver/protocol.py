@@ -405,6 +405,9 @@ class WelcomeEvent(Event, tag="welcome", frozen=True):
     last_ids: dict[str, int]
     # Each room's log epoch: ids count within it (see docs/protocol.md, resume).
     epochs: dict[str, str] = {}
+    # A token user's token exp (Unix time): the session ends then, plus the
+    # leeway, unless the client sends ``refresh`` with a newer token.
+    expires: float | None = None
 
 
 class IdentifiedEvent(Event, tag="identified", frozen=True):

@@ -384,6 +384,7 @@ async def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
         limits=Limits(settings.max_message_bytes, settings.rate_limit, settings.rate_burst),
         last_ids={room: head.last_id for room, head in heads.items()},
         epochs={room: head.epoch for room, head in heads.items()},
+        expires=conn.token_expires,
     )
     rendered = Rendered(event)
     return rendered.json_frame() if conn.is_json else rendered.text_frame(None)

@@ -84,6 +84,7 @@ class ConnectionQuery:
                 q in conn.name.casefold()
                 or q in conn.remote
                 or any(q in room.casefold() for room in conn.rooms)
+                or (conn.subject is not None and q in conn.subject.casefold())
             )
         return True
 
@@ -230,7 +231,10 @@ def row_matches(query: ConnectionQuery, row: Row) -> bool:
         return False
     if query.q:
         q = query.q.casefold()
-        return q in name or q in address or any(q in room.casefold() for room in rooms)
+        account = str(row.get("account") or "").casefold()
+        return (
+            q in name or q in address or any(q in room.casefold() for room in rooms) or q in account
+        )
     return True
 
 

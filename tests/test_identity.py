@@ -274,6 +274,38 @@ async def test_refresh_extends_the_session_and_needs_the_same_subject(
     assert (await peer.until_type("pong"))["type"] == "pong"
 
 
+async def test_welcome_says_when_a_token_session_ends(chat: ChatServer, connect: Connect) -> None:
+    """A token user's welcome carries the token's ``exp`` (when to refresh); a
+    guest's has none."""
+    await with_tokens(chat)
+    exp = int(time.time()) + 300
+    peer = await connect(json=True, token=mint(exp=exp))
+    assert (await welcome_of(peer))["expires"] == exp
+    guest = await connect(json=True)
+    assert "expires" not in await welcome_of(guest)
+
+
+async def test_refresh_applies_the_new_tokens_rooms(chat: ChatServer, connect: Connect) -> None:
+    """The rooms a refreshed token allows replace the old token's: a room it no
+    longer lists is left, and cannot be joined again."""
+    await with_tokens(chat)
+    peer = await connect(json=True, token=mint(rooms=["lobby", "support"]))
+    await welcome_of(peer)
+    await peer.send_json(type="join", room="support")
+    await peer.until_type("who")
+    await peer.send_json(type="refresh", token=mint(rooms=["lobby"]))
+    # The leave crosses the broker (Redis): it may come after the direct reply.
+    seen = {event["type"]: event for event in [await peer.event(), await peer.event()]}
+    assert (seen["leave"]["room"], seen["leave"]["reason"]) == ("support", "leave")
+    assert "refreshed" in seen
+    await peer.send_json(type="join", room="support")
+    assert (await peer.until_type("error"))["code"] == "room_forbidden"
+    await peer.send_json(type="refresh", token=mint())
+    await peer.until_type("refreshed")
+    await peer.send_json(type="join", room="support")
+    assert (await peer.until_type("who"))["room"] == "support"
+
+
 async def test_refresh_is_refused_to_non_token_users(chat: ChatServer, connect: Connect) -> None:
     """A guest cannot become a token user by `refresh`."""
     await with_tokens(chat)
@@ -321,7 +353,7 @@ async def test_connections_show_the_subject_of_a_token_user(
     chat: ChatServer, connect: Connect, http: aiohttp.ClientSession
 ) -> None:
     """`GET connections` rows carry ``account``: a registered name or a ``sub``,
-    also after a resume."""
+    also after a resume; ``q`` finds a row by it."""
     await with_tokens(chat)
     carol = await connect(json=True, token=mint())
     welcome = await welcome_of(carol)
@@ -332,6 +364,8 @@ async def test_connections_show_the_subject_of_a_token_user(
     rows = (await api(http, chat, "GET", "connections"))["connections"]
     accounts = {row["identity"]: row["account"] for row in rows}
     assert accounts == {"token": SUB, "registered": "alice"}
+    found = (await api(http, chat, "GET", f"connections?q={SUB[:9]}"))["connections"]
+    assert [row["account"] for row in found] == [SUB]
     await alice.close()
 
 
