@@ -334,6 +334,19 @@ async def test_a_resumed_token_session_still_ends_at_exp(
     assert await late.closed() == (4401, "token expired")
 
 
+async def test_a_new_token_resumes_an_expired_session(chat: ChatServer, connect: Connect) -> None:
+    """After ``exp`` a resume that brings a new token of the same ``sub`` gets the
+    session back (same user, resumed) until the new token's ``exp``."""
+    await with_tokens(chat, token_leeway=0.0)
+    first = await connect(json=True, token=soon(1))
+    welcome = await welcome_of(first)
+    assert await first.closed(timeout=5) == (4401, "token expired")
+    later = int(time.time()) + 300
+    back = await connect(json=True, session=welcome["session"], token=mint(exp=later))
+    again = await welcome_of(back)
+    assert (again["resumed"], again["user"], again["expires"]) == (True, welcome["user"], later)
+
+
 async def test_a_refreshed_deadline_holds_after_resume(chat: ChatServer, connect: Connect) -> None:
     """A refresh is saved with the session: a resume on the other node keeps it."""
     await with_tokens(chat, token_leeway=0.0)
