@@ -64,6 +64,7 @@ class SignedIn:
     allowed_rooms: list[str] | None = None
     subject: str | None = None  # a token's ``sub``
     expires: float | None = None  # a token's ``exp``
+    password_hash: str = ""  # a login's: a reset meanwhile changes it
 
 
 async def read_credentials(
@@ -113,7 +114,9 @@ async def sign_in(
         account = await hub.accounts.login(creds.name or "", creds.password or "", address)
     except CommandError as exc:
         raise SignInRefused(exc.message) from None
-    return SignedIn(account.user_id, account.name, "registered")
+    return SignedIn(
+        account.user_id, account.name, "registered", password_hash=account.password_hash
+    )
 
 
 async def check_resumed(
@@ -134,6 +137,28 @@ async def check_resumed(
     elif record.identity == "registered" and mine:
         identity = "registered"
     return identity, account is None or mine
+
+
+async def account_taken_away(hub: Hub, conn: Connection, password_hash: str = "") -> str:
+    """Why a registered connection may not stay, now that it is registered on
+    this node ("" : it may). Its sign-in read the account before the password
+    check or the directory calls that followed; a lock or a reset that landed
+    meanwhile sent its close before this connection could receive it. From
+    here on that close reaches it, so one more read closes the gap.
+    ``password_hash``: the hash the login matched (a resume has none; its
+    session record is gone after a reset or a lock instead)."""
+    if conn.identity != "registered":
+        return ""
+    account = await hub.directory.account(conn.name)
+    if account is None or account.user_id != conn.user.id:
+        return "this name is no longer registered"
+    if account.locked:
+        return "this account is locked by an operator"
+    if password_hash and account.password_hash != password_hash:
+        return "the password was changed; log in again"
+    if not password_hash and await hub.directory.load_session(conn.session) is None:
+        return "this session has ended; log in again"
+    return ""
 
 
 def token_expired(record: SessionRecord, settings: Settings) -> bool:
@@ -185,6 +210,11 @@ async def _login(conn: Connection, hub: Hub, command: Login) -> None:
         raise
     if old_session and old_user.id != conn.user.id:
         hub.directory.save_session(SessionRecord(old_session, old_user.id, old_user.name, [], 0.0))
+    reason = await account_taken_away(hub, conn, account.password_hash)
+    if reason:
+        conn.session = ""  # nothing to resume
+        hub.kick(conn, reason)
+        return
     hub.save_session(conn)
     event = IdentifiedEvent(user=conn.user, identity="registered", session=token)
     conn.send(Rendered(event))

@@ -70,6 +70,7 @@ from .signin import (
     SignedIn,
     SignInRefused,
     account_command,
+    account_taken_away,
     check_resumed,
     read_credentials,
     sign_in,
@@ -279,7 +280,7 @@ async def _open(
     if last or history:
         conn.held = []
     await hub.add(conn)
-    if _banned_meanwhile(conn, hub):
+    if _banned_meanwhile(conn, hub) or await _account_gone(conn, hub, signed):
         return conn
     expiry.schedule(conn, hub)
     try:
@@ -316,6 +317,19 @@ async def _connection(
     if identity.kind == "token":
         conn.subject, conn.token_expires = identity.subject, identity.token_expires
     return conn
+
+
+async def _account_gone(conn: Connection, hub: Hub, signed: SignedIn | None) -> bool:
+    """Close ``conn`` (4401) if its account was locked or reset while it signed in."""
+    password_hash = signed.password_hash if signed is not None else ""
+    reason = await account_taken_away(hub, conn, password_hash)
+    if not reason:
+        return False
+    log.info("refusing connection %s from %s: %s", conn.conn_id, conn.remote, reason)
+    conn.session = ""  # nothing to resume: its tokens ended with the lock or reset
+    hub.disconnect(conn, "kicked", reason)
+    hub.close(conn, CLOSE_UNAUTHORIZED, reason)
+    return True
 
 
 def _banned_meanwhile(conn: Connection, hub: Hub) -> bool:

@@ -156,6 +156,7 @@ async def test_banning_a_speaker_by_user_id_keeps_a_token_user_out(
     token user that is their ``sub`` while connected, and their user id (which
     every token of that ``sub`` maps to) once gone, never only the name."""
     await with_tokens(chat)
+    await (await connect(json=True)).close()  # in Redis mode: Carol is on node 1
     carol = await connect(json=True, token=mint())
     user_id = (await welcome_of(carol))["user"]["id"]
     body = {"user_id": user_id, "name": "Carol", "duration": "1h"}
@@ -232,6 +233,44 @@ async def test_ban_by_subject_survives_a_restart(
     await chat.start()
     peer = await connect(json=True, token=mint())
     assert (await peer.closed())[0] == 4501
+
+
+async def test_an_account_locked_while_its_login_is_checked_stays_out(
+    chat: ChatServer, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    """A lock that lands while a login's password is still being checked (here:
+    queued behind other logins' hashes) does not let that login in: the account
+    was read before the lock, so the connection is checked again once it is
+    registered, where the lock's close can reach it."""
+    alice, _ = await registered(connect)
+    await alice.close()
+    await queue_hashes(connect, "a")
+    login = await first_frame_login(connect, "alice", PASSWORD)
+    await api(http, chat, "POST", "accounts/alice/lock")
+    code, reason = await login.closed(timeout=10)
+    assert (code, reason) in {
+        (4401, "this account is locked by an operator"),
+        (4500, "account locked by an operator"),
+    }
+    await api(http, chat, "POST", "accounts/alice/unlock")
+    guest = await connect(json=True)
+    await welcome_of(guest)
+    await queue_hashes(connect, "b")
+    await guest.send_json(type="login", name="alice", password=PASSWORD)
+    await api(http, chat, "POST", "accounts/alice/lock")
+    code, reason = await guest.closed(timeout=10)
+    assert code == 4500
+    assert reason in {"this account is locked by an operator", "account locked by an operator"}
+
+
+async def queue_hashes(connect: Connect, tag: str, count: int = 8) -> None:
+    """Keep the password hashers busy for a while: failed logins of names that
+    do not exist (each still costs a hash), ahead of the next login; two such
+    queues stay under the per-address limit of failed logins (4 x 5 a minute)."""
+    blockers = [await connect(json=True, auth="frame") for _ in range(count)]
+    for number, blocker in enumerate(blockers):
+        frame = {"type": "auth", "name": f"nobody-{tag}{number}", "password": "not a password"}
+        await blocker.send(json.dumps(frame))
 
 
 # ------------------------------------------------------------------ token expiry
