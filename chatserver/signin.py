@@ -222,8 +222,12 @@ async def _login(conn: Connection, hub: Hub, command: Login) -> None:
 
 def _identified(conn: Connection, hub: Hub, identity: Identity) -> None:
     conn.identity = identity
-    hub.identity_changed(conn)
     conn.send(Rendered(IdentifiedEvent(user=conn.user, identity=identity)))
+    if identity == "guest":
+        # What only registered users may join must not outlive the registration.
+        for room in [r for r in conn.rooms if r in hub.settings.restricted_rooms]:
+            hub.leave(conn, room)
+    hub.identity_changed(conn)
 
 
 async def end_account(hub: Hub, user_id: int, reason: str) -> None:

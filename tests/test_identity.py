@@ -263,6 +263,24 @@ async def test_an_account_locked_while_its_login_is_checked_stays_out(
     assert reason in {"this account is locked by an operator", "account locked by an operator"}
 
 
+async def test_unregistering_leaves_the_rooms_guests_may_not_join(
+    chat: ChatServer, connect: Connect
+) -> None:
+    """A registered user who drops the registration is a guest from then on,
+    also in the ``--restricted-rooms`` they joined while registered."""
+    await chat.stop()
+    await chat.start(restricted_rooms=("staff",))
+    alice, _ = await registered(connect)
+    await alice.send_json(type="join", room="staff")
+    await alice.until_type("who")
+    await alice.send_json(type="unregister", password=PASSWORD)
+    seen = {event["type"]: event for event in [await alice.event(), await alice.event()]}
+    assert seen["identified"]["identity"] == "guest"
+    assert (seen["leave"]["room"], seen["leave"]["reason"]) == ("staff", "leave")
+    await alice.send_json(type="join", room="staff")
+    assert (await alice.until_type("error"))["code"] == "login_required"
+
+
 async def queue_hashes(connect: Connect, tag: str, count: int = 8) -> None:
     """Keep the password hashers busy for a while: failed logins of names that
     do not exist (each still costs a hash), ahead of the next login; two such
