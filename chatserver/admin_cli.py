@@ -26,6 +26,7 @@ from cli_client import connect_error_words
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 TIMEOUT = 15.0
+BAN_BY = ("name", "address", "both", "account")  # as dashboard/actions.py takes them
 
 Json = dict[str, Any]
 
@@ -79,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--name", help="the name to ban (case-insensitive)")
     sub.add_argument("--address", help="an IP address or a network like 10.0.0.0/8")
     sub.add_argument("--account", help="a registered name: bans the account")
+    sub.add_argument("--subject", help="a site token's sub: bans that token user")
     sub.add_argument("--conn", type=int, dest="conn_id", help="ban this live connection")
-    sub.add_argument("--by", choices=("name", "address", "both"), help="with --conn: what to ban")
+    sub.add_argument("--by", choices=BAN_BY, help="with --conn: what to ban")
     sub.add_argument("--duration", default=None, help="30s, 10m, 2h, 1d, 1w (default: permanent)")
     sub.add_argument("--reason", default="")
 
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("bulk", "kick, mute or ban several connections at once")
     sub.add_argument("op", choices=("kick", "mute", "ban"))
     sub.add_argument("conn_ids", type=int, nargs="+", metavar="CONN_ID")
-    sub.add_argument("--by", choices=("name", "address", "both"), help="for ban")
+    sub.add_argument("--by", choices=BAN_BY, help="for ban")
     sub.add_argument("--duration", default=None, help="for mute and ban: 30s, 10m, 2h, 1d, 1w")
     sub.add_argument("--reason", default="")
 
@@ -166,7 +168,7 @@ def plan(args: argparse.Namespace) -> Call:
             return Call("POST", f"connections/{args.conn_id}/kick", body={"reason": args.reason})
         return Call("POST", "kick", body={"name": args.name, "reason": args.reason})
     if command == "ban":
-        fields = ("name", "address", "account", "conn_id", "by", "duration", "reason")
+        fields = ("name", "address", "account", "subject", "conn_id", "by", "duration", "reason")
         return Call("POST", "bans", body=_fields(args, *fields))
     if command == "mute":
         body = _fields(args, "name", "user_id", "conn_id", "duration", "reason")
@@ -293,6 +295,7 @@ CONNECTION_COLUMNS = [
     ("name", "NAME"),
     ("user_id", "USER"),
     ("identity", "IDENTITY"),
+    ("account", "ACCOUNT"),
     ("rooms", "ROOMS"),
     ("address", "ADDRESS"),
     ("dialect", "DIALECT"),
@@ -307,6 +310,7 @@ BAN_COLUMNS = [
     ("id", "ID"),
     ("name", "NAME"),
     ("address", "ADDRESS"),
+    ("subject", "SUBJECT"),
     ("until_text", "UNTIL"),
     ("reason", "REASON"),
     ("actor", "BY"),

@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     app[MODERATION_STORE] = engine.moderation_store
     app[RESTRICTIONS] = restrictions
     app[HUB] = hub
-    app[TOKENS] = build_verifier(settings)
+    app[TOKENS] = hub.tokens = build_verifier(settings)
     app[MODERATION] = Moderation(hub, restrictions, engine.moderation_store, engine.broker)
     app[ADDRESSES] = AddressCounter(settings.max_connections_per_ip)
     # In order: what backs the seams, each seam, then the hub and the timers.

@@ -81,6 +81,7 @@ class Connection:
         "connected_at",
         "current_room",
         "dialect",
+        "expiry",
         "held",
         "identity",
         "is_json",
@@ -99,6 +100,8 @@ class Connection:
         "rooms",
         "scheduled",
         "session",
+        "subject",
+        "token_expires",
         "transport",
         "user",
         "ws",
@@ -136,6 +139,11 @@ class Connection:
         # rooms a token allows (None: any); see policy.py.
         self.identity = "guest"
         self.allowed_rooms: list[str] | None = None
+        # A token user's site id (``sub``) and the token's ``exp``: the session
+        # ends then unless the client sends a newer token (chatserver/expiry.py).
+        self.subject: str | None = None
+        self.token_expires: float | None = None
+        self.expiry: asyncio.TimerHandle | None = None
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.scheduled = False

@@ -42,7 +42,12 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS subjects (sub TEXT PRIMARY KEY, user_id INTEGER NOT NULL);
 """
 # Columns added to the sessions table after its first release (ALTERed in on open).
-SESSION_COLUMNS = {"identity": "TEXT NOT NULL DEFAULT 'guest'", "allowed": "TEXT"}
+SESSION_COLUMNS = {
+    "identity": "TEXT NOT NULL DEFAULT 'guest'",
+    "allowed": "TEXT",
+    "subject": "TEXT",
+    "token_expires": "REAL",
+}
 
 
 @dataclasses.dataclass(slots=True)
@@ -56,6 +61,8 @@ class SessionRecord:
     expires: float
     identity: str = "guest"  # guest, registered or token: a resume keeps it
     allowed: list[str] | None = None  # a token's rooms claim (None: any room)
+    subject: str | None = None  # a token user's ``sub``
+    token_expires: float | None = None  # a token user's ``exp``: no resume after it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +75,8 @@ class ConnInfo:
     user_id: int
     name: str
     address: str
+    identity: str = "guest"  # so that a ban of it can name its account
+    subject: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -242,15 +251,17 @@ class LocalDirectory:
         if pending is not None:
             return pending
         sql = (
-            "SELECT user_id, name, rooms, expires, identity, allowed FROM sessions "
-            "WHERE token_hash = ?"
+            "SELECT user_id, name, rooms, expires, identity, allowed, subject, token_expires "
+            "FROM sessions WHERE token_hash = ?"
         )
         row = await self.db.run(lambda db: db.execute(sql, (token_hash,)).fetchone())
         if row is None:
             return None
         allowed = None if row[5] is None else json.loads(row[5])
         rooms = json.loads(row[2])
-        return SessionRecord(token_hash, row[0], row[1], rooms, row[3], row[4], allowed)
+        return SessionRecord(
+            token_hash, row[0], row[1], rooms, row[3], row[4], allowed, row[6], row[7]
+        )
 
     def save_session(self, record: SessionRecord) -> None:
         self._sessions[record.token_hash] = record
@@ -276,6 +287,8 @@ class LocalDirectory:
                 s.expires,
                 s.identity,
                 None if s.allowed is None else json.dumps(s.allowed),
+                s.subject,
+                s.token_expires,
             )
             for s in records
         ]
@@ -284,7 +297,7 @@ class LocalDirectory:
         def write(db: sqlite3.Connection) -> None:
             db.executemany(
                 "INSERT OR REPLACE INTO sessions (token_hash, user_id, name, rooms, expires, "
-                "identity, allowed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "identity, allowed, subject, token_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             db.execute(

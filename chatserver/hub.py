@@ -44,6 +44,7 @@ from .protocol import (
 )
 from .roomlog import RoomLog
 from .settings import Settings
+from .tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,11 @@ Listener = Callable[[ConnectionChange, Connection], None]
 class Restrictions(Protocol):
     """What the hub asks of moderation on its hot paths (see ``moderation.py``)."""
 
-    def find_ban(self, name: str, address: str) -> Ban | None:
-        """The ban in force for ``name`` or ``address``, if any."""
+    def find_ban(
+        self, name: str, address: str, user_id: int | None = None, subject: str | None = None
+    ) -> Ban | None:
+        """The ban in force for ``name``, ``address``, the user id or the token
+        subject, if any."""
 
     def mute_reason(self, user_id: int, name: str) -> str | None:
         """The error text if this user is muted now, else None."""
@@ -112,6 +116,7 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.outbox: Outbox
         self.accounts = Accounts(directory, settings.login_attempts)
+        self.tokens: TokenVerifier | None = None  # the site's token key (set by create_app)
         broker.subscribe(self.deliver, self.on_control)
 
     def start(self) -> None:
@@ -164,7 +169,7 @@ class Hub:
         )
         self.save_session(conn)
         self._notify("update", conn)
-        if self.restrictions.find_ban(name, conn.remote) is not None:
+        if self.restrictions.find_ban(name, conn.remote, conn.user.id, conn.subject):
             # After the nick notice has gone out: the new name is banned.
             asyncio.get_running_loop().call_soon(self.enforce_bans)
 
@@ -194,7 +199,7 @@ class Hub:
         )
         self.save_session(conn)
         self._notify("update", conn)
-        if self.restrictions.find_ban(user.name, conn.remote) is not None:
+        if self.restrictions.find_ban(user.name, conn.remote, user.id):
             asyncio.get_running_loop().call_soon(self.enforce_bans)
 
     def _set_presence(self, conn: Connection, *, joined: bool) -> None:
@@ -367,7 +372,7 @@ class Hub:
         """Close this node's connections that a ban now covers; how many."""
         closed = 0
         for conn in list(self.connections.values()):
-            ban = self.restrictions.find_ban(conn.name, conn.remote)
+            ban = self.restrictions.find_ban(conn.name, conn.remote, conn.user.id, conn.subject)
             if ban is not None and not conn.closed:
                 self.ban_kick(conn, ban.close_reason(), ban.reason)
                 closed += 1
@@ -483,6 +488,8 @@ class Hub:
             expires=time.time() + self.settings.session_ttl,
             identity=conn.identity,
             allowed=conn.allowed_rooms,
+            subject=conn.subject,
+            token_expires=conn.token_expires,
         )
 
     # ------------------------------------------------------------------ observers
@@ -500,7 +507,15 @@ class Hub:
                 log.exception("connection listener failed")
 
     def info(self, conn: Connection) -> ConnInfo:
-        return ConnInfo(conn.conn_id, self.node, conn.user.id, conn.name, conn.remote)
+        return ConnInfo(
+            conn.conn_id,
+            self.node,
+            conn.user.id,
+            conn.name,
+            conn.remote,
+            conn.identity,
+            conn.subject,
+        )
 
     def find(self, conn_id: int) -> Connection | None:
         return self.connections.get(conn_id)

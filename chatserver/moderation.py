@@ -36,6 +36,7 @@ from .modstore import (
 )
 from .protocol import MAX_NAME_CHARS, name_key, validate_room, validate_text
 from .text import check_line
+from .tokens import MAX_SUBJECT_CHARS
 
 __all__ = ["AuditEntry", "Ban", "Moderation", "Mute", "Restrictions", "format_time", "until_text"]
 
@@ -99,6 +100,16 @@ def clean_name(name: str) -> str:
     return name
 
 
+def clean_subject(subject: str) -> str:
+    """A site token's ``sub`` as the chat keeps it (exact, not case-folded: it is
+    the site's id, which the chat does not interpret)."""
+    if not 1 <= len(subject) <= MAX_SUBJECT_CHARS:
+        raise CommandError("bad_request", f"a subject has 1 to {MAX_SUBJECT_CHARS} characters")
+    if any(ch < " " or ch == "\x7f" for ch in subject):
+        raise CommandError("bad_request", "a subject cannot contain control characters")
+    return subject
+
+
 def normalize_address(address: str) -> str:
     """The canonical text of an IP address (IPv4-mapped IPv6 as IPv4); others unchanged."""
     try:
@@ -140,6 +151,8 @@ class Restrictions:
         self._ban_names: dict[str, dict[int, Ban]] = {}
         self._ban_addresses: dict[str, dict[int, Ban]] = {}
         self._ban_networks: list[tuple[Network, Ban]] = []
+        self._ban_users: dict[int, dict[int, Ban]] = {}
+        self._ban_subjects: dict[str, dict[int, Ban]] = {}
         self._mute_users: dict[int, dict[int, Mute]] = {}
         self._mute_names: dict[str, dict[int, Mute]] = {}
 
@@ -153,6 +166,8 @@ class Restrictions:
         self._ban_names.clear()
         self._ban_addresses.clear()
         self._ban_networks = []
+        self._ban_users.clear()
+        self._ban_subjects.clear()
         self._mute_users.clear()
         self._mute_names.clear()
         for ban in active.bans:
@@ -174,12 +189,20 @@ class Restrictions:
         ban = self.find_ban(name, address)
         return None if ban is None else ban.close_reason()
 
-    def find_ban(self, name: str, address: str) -> Ban | None:
+    def find_ban(
+        self, name: str, address: str, user_id: int | None = None, subject: str | None = None
+    ) -> Ban | None:
+        """The longest ban in force for this name, address, user id or token subject."""
         now = time.time()
         candidates: list[Ban] = []
-        by_name = self._ban_names.get(name_key(name))
-        if by_name:
-            candidates.extend(by_name.values())
+        buckets = [self._ban_names.get(name_key(name))]
+        if user_id is not None:
+            buckets.append(self._ban_users.get(user_id))
+        if subject:
+            buckets.append(self._ban_subjects.get(subject))
+        for bucket in buckets:
+            if bucket:
+                candidates.extend(bucket.values())
         if self._ban_addresses or self._ban_networks:
             address = normalize_address(address)
             by_address = self._ban_addresses.get(address)
@@ -240,6 +263,10 @@ class Restrictions:
         self.bans[ban.id] = ban
         if ban.name:
             self._ban_names.setdefault(name_key(ban.name), {})[ban.id] = ban
+        if ban.user_id is not None:
+            self._ban_users.setdefault(ban.user_id, {})[ban.id] = ban
+        if ban.subject:
+            self._ban_subjects.setdefault(ban.subject, {})[ban.id] = ban
         if ban.address and "/" in ban.address:
             self._ban_networks.append((ipaddress.ip_network(ban.address), ban))
         elif ban.address:
@@ -249,6 +276,10 @@ class Restrictions:
         self.bans.pop(ban.id, None)
         if ban.name:
             _discard(self._ban_names, name_key(ban.name), ban.id)
+        if ban.user_id is not None:
+            _discard(self._ban_users, ban.user_id, ban.id)
+        if ban.subject:
+            _discard(self._ban_subjects, ban.subject, ban.id)
         if ban.address and "/" in ban.address:
             self._ban_networks = [(n, b) for n, b in self._ban_networks if b is not ban]
         elif ban.address:
@@ -356,19 +387,26 @@ class Moderation:
         duration: float | None,
         reason: str,
         actor: str,
+        subject: str | None = None,
+        user_id: int | None = None,
     ) -> tuple[Ban, int]:
-        """Ban a name and/or an address; kick matching live connections. Returns the
-        ban and how many connections this node closed."""
+        """Ban a name, an address, a token subject and/or a user id; kick matching
+        live connections on every node. Returns the ban and how many connections
+        this node closed."""
         name = clean_name(name) if name else None
         address = clean_address(address) if address else None
-        if name is None and address is None:
-            raise CommandError("bad_request", "a ban needs a name or an address")
+        subject = clean_subject(subject) if subject else None
+        if name is None and address is None and subject is None and user_id is None:
+            raise CommandError("bad_request", "a ban needs a name, an address or a subject")
+        if subject:
+            # The user id is what a resumed session or a live connection carries.
+            user_id = await self.hub.directory.subject_user(subject)
         reason = clean_reason(reason)
         now = time.time()
         until = None if duration is None else now + duration
-        draft = Ban(0, name, address, reason, actor, now, until)
+        draft = Ban(0, name, address, reason, actor, now, until, subject, user_id)
         matches = sum(
-            _ban_matches(draft, conn.name, normalize_address(conn.remote))
+            _ban_matches(draft, conn.name, normalize_address(conn.remote), conn.user.id)
             for conn in self.hub.connections.values()
         )
         detail = f"{until_text(until)}; {matches} connection(s) closed"
@@ -511,8 +549,10 @@ class Moderation:
 _Timed = TypeVar("_Timed", Ban, Mute)
 
 
-def _ban_matches(ban: Ban, name: str, address: str) -> bool:
+def _ban_matches(ban: Ban, name: str, address: str, user_id: int) -> bool:
     if ban.name and name_key(ban.name) == name_key(name):
+        return True
+    if ban.user_id is not None and ban.user_id == user_id:
         return True
     if not ban.address:
         return False

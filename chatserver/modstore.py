@@ -27,7 +27,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
     id INTEGER PRIMARY KEY, name TEXT, address TEXT, reason TEXT NOT NULL,
     actor TEXT NOT NULL, created REAL NOT NULL, until REAL,
-    lifted REAL, lifted_by TEXT
+    lifted REAL, lifted_by TEXT, subject TEXT, user_id INTEGER
 );
 CREATE TABLE IF NOT EXISTS mutes (
     id INTEGER PRIMARY KEY, user_id INTEGER, name TEXT, reason TEXT NOT NULL,
@@ -40,8 +40,12 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 """
 
+# Columns added to the bans table after its first release (ALTERed in on open,
+# so a database written by an older server keeps its bans).
+BAN_COLUMNS = {"subject": "TEXT", "user_id": "INTEGER"}
+
 _ACTIVE_BANS = (
-    "SELECT id, name, address, reason, actor, created, until FROM bans "
+    "SELECT id, name, address, reason, actor, created, until, subject, user_id FROM bans "
     "WHERE lifted IS NULL AND (until IS NULL OR until > ?)"
 )
 _ACTIVE_MUTES = (
@@ -72,7 +76,8 @@ def until_text(until: float | None) -> str:
 
 @dataclasses.dataclass(slots=True)
 class Ban:
-    """A ban of a name (case-insensitive), an address or network, or both."""
+    """A ban of a name (case-insensitive), an address or network, a site token's
+    subject (the account of a token user) or a user id, or several of these."""
 
     id: int
     name: str | None
@@ -81,6 +86,10 @@ class Ban:
     actor: str
     created: float
     until: float | None  # None: until lifted
+    # A token's ``sub``, and the user id the directory maps it to: a resumed
+    # session carries only the user id, a new token only the ``sub``.
+    subject: str | None = None
+    user_id: int | None = None
 
     def active(self, now: float) -> bool:
         return self.until is None or self.until > now
@@ -96,6 +105,10 @@ class Ban:
             parts.append(f"name={self.name}")
         if self.address:
             parts.append(f"address={self.address}")
+        if self.subject:
+            parts.append(f"subject={self.subject}")
+        elif self.user_id is not None:
+            parts.append(f"user_id={self.user_id}")
         return " ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -199,7 +212,7 @@ class SqliteModerationStore:
         self.db = db
 
     async def open(self) -> None:
-        await self.db.run(lambda db: db.executescript(SCHEMA))
+        await self.db.run(_open_sync)
 
     async def close(self) -> None:
         return None
@@ -218,9 +231,18 @@ class SqliteModerationStore:
     async def add_ban(self, ban: Ban, audit: AuditEntry) -> tuple[Ban, AuditEntry]:
         def write(db: sqlite3.Connection) -> tuple[Ban, AuditEntry]:
             cursor = db.execute(
-                "INSERT INTO bans (name, address, reason, actor, created, until) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (ban.name, ban.address, ban.reason, ban.actor, ban.created, ban.until),
+                "INSERT INTO bans (name, address, reason, actor, created, until, subject, user_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ban.name,
+                    ban.address,
+                    ban.reason,
+                    ban.actor,
+                    ban.created,
+                    ban.until,
+                    ban.subject,
+                    ban.user_id,
+                ),
             )
             stored = dataclasses.replace(ban, id=int(cursor.lastrowid or 0))
             return stored, _insert_audit(db, audit)
@@ -264,6 +286,14 @@ class SqliteModerationStore:
             return await self.db.run(lambda db: in_transaction(db, fn))
         except WRITE_FAILURES as exc:
             raise Unavailable("store", f"the change could not be stored: {exc}") from None
+
+
+def _open_sync(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(bans)")}
+    for column, kind in BAN_COLUMNS.items():
+        if column not in columns:
+            db.execute(f"ALTER TABLE bans ADD COLUMN {column} {kind}")
 
 
 def _insert_audit(db: sqlite3.Connection, audit: AuditEntry) -> AuditEntry:

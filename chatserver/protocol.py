@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 from typing import Annotated, Final
 
 import msgspec
@@ -102,9 +103,26 @@ class Unregister(Command, tag="unregister", frozen=True):
     password: str
 
 
+class Refresh(Command, tag="refresh", frozen=True):
+    """A newer connection token of the same user: the session lasts until its ``exp``."""
+
+    token: str
+
+
 AccountCommand = Register | Login | ChangePassword | Unregister
 AnyCommand = (
-    SendMessage | Nick | Join | Leave | Who | History | Ping | Quit | Rooms | Help | AccountCommand
+    SendMessage
+    | Nick
+    | Join
+    | Leave
+    | Who
+    | History
+    | Ping
+    | Quit
+    | Rooms
+    | Help
+    | AccountCommand
+    | Refresh
 )
 
 
@@ -155,7 +173,7 @@ def _friendly(message: str) -> str:
 
 _TEXT_COMMANDS: Final = {
     "nick", "join", "leave", "who", "history", "quit", "rooms", "help", "me",
-    "register", "login", "password", "unregister",
+    "register", "login", "password", "unregister", "refresh",
 }  # fmt: skip
 
 
@@ -186,6 +204,10 @@ def _text_command(line: str, current_room: str | None) -> AnyCommand:
         return History(room=current_room, limit=_int_arg(rest, 20))
     if verb in {"register", "login", "password", "unregister"}:
         return _account_command(verb, rest)
+    if verb == "refresh":
+        if not rest:
+            raise CommandError("bad_request", "usage: /refresh TOKEN")
+        return Refresh(token=rest)
     simple: dict[str, AnyCommand] = {
         "leave": Leave(room=rest or current_room),
         "who": Who(room=rest or current_room),
@@ -383,6 +405,9 @@ class WelcomeEvent(Event, tag="welcome", frozen=True):
     last_ids: dict[str, int]
     # Each room's log epoch: ids count within it (see docs/protocol.md, resume).
     epochs: dict[str, str] = {}
+    # A token user's token exp (Unix time): the session ends then, plus the
+    # leeway, unless the client sends ``refresh`` with a newer token.
+    expires: float | None = None
 
 
 class IdentifiedEvent(Event, tag="identified", frozen=True):
@@ -392,6 +417,12 @@ class IdentifiedEvent(Event, tag="identified", frozen=True):
     user: User
     identity: str
     session: str = ""
+
+
+class RefreshedEvent(Event, tag="refreshed", frozen=True):
+    """A ``refresh`` was accepted: the session now lasts until ``expires``."""
+
+    expires: float  # the new token's exp (Unix time); the leeway comes on top
 
 
 class WhoEvent(Event, tag="who", frozen=True):
@@ -517,6 +548,9 @@ def _render_direct(event: Event) -> str:
         )
     if isinstance(event, PongEvent):
         return "pong"
+    if isinstance(event, RefreshedEvent):
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(event.expires))
+        return f"*** Token refreshed: your session lasts until {until}."
     raise TypeError(f"no text rendering for {type(event).__name__}")
 
 

@@ -139,6 +139,8 @@ class RedisDirectory:
             data["expires"],
             data.get("identity", "guest"),
             data.get("allowed"),
+            data.get("subject"),
+            data.get("token_expires"),
         )
 
     def save_session(self, record: SessionRecord) -> None:
@@ -157,6 +159,8 @@ class RedisDirectory:
                 "expires": record.expires,
                 "identity": record.identity,
                 "allowed": record.allowed,
+                "subject": record.subject,
+                "token_expires": record.token_expires,
             }
         )
         ttl = max(1, int(record.expires - time.time()))

@@ -62,6 +62,7 @@ class Settings:
     token_secret: str = ""  # HMAC key of connection tokens (JWT HS256/384/512)
     token_public_key: str = ""  # PEM file (or text) of the site's RS256/ES256 key
     token_audience: str = ""  # the "aud" tokens must carry ("": not checked)
+    token_leeway: float = 30.0  # seconds of clock difference allowed around a token's exp
     restricted_rooms: tuple[str, ...] = ()  # rooms only logged-in users may join
     login_attempts: int = 5  # failed logins per name per minute (4x per address)
 
@@ -117,6 +118,7 @@ HELP: dict[str, tuple[str, str]] = {
     "token_secret": ("who is who", "HMAC secret of your site's connection tokens (JWT)"),
     "token_public_key": ("who is who", "PEM file of your site's RS256/ES256 token key"),
     "token_audience": ("who is who", "the 'aud' claim tokens must carry (unset: not checked)"),
+    "token_leeway": ("who is who", "seconds of clock skew allowed around a token's exp"),
     "restricted_rooms": ("who is who", "rooms only registered or token users may join"),
     "login_attempts": ("who is who", "failed logins per name per minute (0: no limit)"),
 }
@@ -177,6 +179,8 @@ def _validate(settings: Settings) -> Settings:
         raise SettingsError("auth token needs token_secret or token_public_key")
     if settings.login_attempts < 0:
         raise SettingsError("login_attempts must not be negative")
+    if not 0 <= settings.token_leeway <= 3600:
+        raise SettingsError("token_leeway must be 0 to 3600 seconds")
     if not 1 <= settings.presence_ttl <= 600:
         raise SettingsError("presence_ttl must be between 1 and 600 seconds")
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{0,64}", settings.node_id + settings.redis_prefix):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Final
 
 import msgspec
@@ -61,6 +62,9 @@ class SignedIn:
     name: str | None
     identity: Identity
     allowed_rooms: list[str] | None = None
+    subject: str | None = None  # a token's ``sub``
+    expires: float | None = None  # a token's ``exp``
+    password_hash: str = ""  # a login's: a reset meanwhile changes it
 
 
 async def read_credentials(
@@ -101,7 +105,7 @@ async def sign_in(
             log.info("refused a connection token from %s: %s", address, exc.reason)
             raise SignInRefused(exc.reason) from None
         user_id = await hub.directory.subject_user(claims.subject)
-        return SignedIn(user_id, claims.name, "token", claims.rooms)
+        return SignedIn(user_id, claims.name, "token", claims.rooms, claims.subject, claims.expires)
     if creds.name is None and creds.password is None:
         return None
     if hub.settings.auth == "token":
@@ -110,12 +114,19 @@ async def sign_in(
         account = await hub.accounts.login(creds.name or "", creds.password or "", address)
     except CommandError as exc:
         raise SignInRefused(exc.message) from None
-    return SignedIn(account.user_id, account.name, "registered")
+    return SignedIn(
+        account.user_id, account.name, "registered", password_hash=account.password_hash
+    )
 
 
-async def check_resumed(hub: Hub, record: SessionRecord) -> tuple[Identity, bool]:
+async def check_resumed(
+    hub: Hub, record: SessionRecord, renewed: bool = False
+) -> tuple[Identity, bool]:
     """How a resumed session is identified now, and whether its name is still
-    its own (False: someone else registered it)."""
+    its own (False: someone else registered it). A token user's session does
+    not outlive the token (``renewed``: the client brought a new one)."""
+    if record.identity == "token" and not renewed and token_expired(record, hub.settings):
+        raise SignInRefused("token expired")
     account = await hub.directory.account(record.name)
     mine = account is not None and account.user_id == record.user_id
     if mine and account is not None and account.locked:
@@ -126,6 +137,37 @@ async def check_resumed(hub: Hub, record: SessionRecord) -> tuple[Identity, bool
     elif record.identity == "registered" and mine:
         identity = "registered"
     return identity, account is None or mine
+
+
+async def account_taken_away(hub: Hub, conn: Connection, password_hash: str = "") -> str:
+    """Why a registered connection may not stay, now that it is registered on
+    this node ("" : it may). Its sign-in read the account before the password
+    check or the directory calls that followed; a lock or a reset that landed
+    meanwhile sent its close before this connection could receive it. From
+    here on that close reaches it, so one more read closes the gap.
+    ``password_hash``: the hash the login matched (a resume has none; its
+    session record is gone after a reset or a lock instead)."""
+    if conn.identity != "registered":
+        return ""
+    account = await hub.directory.account(conn.name)
+    if account is None or account.user_id != conn.user.id:
+        return "this name is no longer registered"
+    if account.locked:
+        return "this account is locked by an operator"
+    if password_hash and account.password_hash != password_hash:
+        return "the password was changed; log in again"
+    if not password_hash and await hub.directory.load_session(conn.session) is None:
+        return "this session has ended; log in again"
+    return ""
+
+
+def token_expired(record: SessionRecord, settings: Settings) -> bool:
+    """Whether a token session's ``exp`` (plus the leeway) has passed. A record
+    from before ``exp`` was saved has none, and counts as expired: only a new
+    token can say how long it may last."""
+    if record.token_expires is None:
+        return True
+    return record.token_expires + settings.token_leeway <= time.time()
 
 
 # ---------------------------------------------------------------------- commands
@@ -168,6 +210,11 @@ async def _login(conn: Connection, hub: Hub, command: Login) -> None:
         raise
     if old_session and old_user.id != conn.user.id:
         hub.directory.save_session(SessionRecord(old_session, old_user.id, old_user.name, [], 0.0))
+    reason = await account_taken_away(hub, conn, account.password_hash)
+    if reason:
+        conn.session = ""  # nothing to resume
+        hub.kick(conn, reason)
+        return
     hub.save_session(conn)
     event = IdentifiedEvent(user=conn.user, identity="registered", session=token)
     conn.send(Rendered(event))
@@ -175,8 +222,12 @@ async def _login(conn: Connection, hub: Hub, command: Login) -> None:
 
 def _identified(conn: Connection, hub: Hub, identity: Identity) -> None:
     conn.identity = identity
-    hub.identity_changed(conn)
     conn.send(Rendered(IdentifiedEvent(user=conn.user, identity=identity)))
+    if identity == "guest":
+        # What only registered users may join must not outlive the registration.
+        for room in [r for r in conn.rooms if r in hub.settings.restricted_rooms]:
+            hub.leave(conn, room)
+    hub.identity_changed(conn)
 
 
 async def end_account(hub: Hub, user_id: int, reason: str) -> None:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES: Final = 4096  # before any parsing: a token is a few hundred bytes
 MAX_SUBJECT_CHARS: Final = 200
-LEEWAY: Final = 30.0  # seconds of clock difference between the site and us
+LEEWAY: Final = 30.0  # default seconds of clock difference between the site and us
 HMAC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
 
 
@@ -52,10 +52,13 @@ class TokenClaims:
 class TokenVerifier:
     """Checks tokens against the one key the operator configured."""
 
-    def __init__(self, key: Any, algorithms: list[str], audience: str = "") -> None:
+    def __init__(
+        self, key: Any, algorithms: list[str], audience: str = "", leeway: float = LEEWAY
+    ) -> None:
         self._key = key
         self.algorithms = algorithms
         self.audience = audience
+        self.leeway = leeway
 
     def verify(self, token: str) -> TokenClaims:
         if len(token.encode("utf-8", "replace")) > MAX_TOKEN_BYTES:
@@ -69,7 +72,7 @@ class TokenVerifier:
                 audience=self.audience or None,
                 # Without a configured audience an "aud" claim is not checked.
                 options={"require": required, "verify_aud": bool(self.audience)},
-                leeway=LEEWAY,
+                leeway=self.leeway,
             )
         except jwt.ExpiredSignatureError:
             raise TokenError("token expired") from None
@@ -105,16 +108,16 @@ def build_verifier(settings: Settings) -> TokenVerifier | None:
     """The verifier for the configured key (None: tokens are not accepted)."""
     if settings.token_secret and settings.token_public_key:
         raise SettingsError("set token_secret or token_public_key, not both")
-    audience = settings.token_audience
+    audience, leeway = settings.token_audience, settings.token_leeway
     if settings.token_secret:
-        return TokenVerifier(settings.token_secret, list(HMAC_ALGORITHMS), audience)
+        return TokenVerifier(settings.token_secret, list(HMAC_ALGORITHMS), audience, leeway)
     if not settings.token_public_key:
         return None
     key = _load_public_key(settings.token_public_key)
     if isinstance(key, RSAPublicKey):
-        return TokenVerifier(key, ["RS256"], audience)
+        return TokenVerifier(key, ["RS256"], audience, leeway)
     if isinstance(key, EllipticCurvePublicKey):
-        return TokenVerifier(key, ["ES256"], audience)
+        return TokenVerifier(key, ["ES256"], audience, leeway)
     raise SettingsError("token_public_key must be an RSA or EC (P-256) public key")
 
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from . import expiry
 from .accounts import Identity
-from .connection import Connection, Dialect, pin_kernel_send_buffer
+from .connection import Connection, pin_kernel_send_buffer
 from .directory import SessionRecord
 from .errors import CommandError, Unavailable
 from .guard import CRASHES
@@ -43,6 +44,7 @@ from .protocol import (
     Ping,
     PongEvent,
     Quit,
+    Refresh,
     Rendered,
     Rooms,
     RoomsEvent,
@@ -68,6 +70,7 @@ from .signin import (
     SignedIn,
     SignInRefused,
     account_command,
+    account_taken_away,
     check_resumed,
     read_credentials,
     sign_in,
@@ -129,6 +132,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         if ws.prepared and (conn is None or conn.closing is None):
             _count_close(hub, ws)  # hub.close counts the closes the server starts
         if conn is not None:
+            expiry.cancel(conn)
             hub.disconnect(conn, reason)
             if conn.closing is not None:
                 # Returning would tear the socket down under the close frame.
@@ -171,6 +175,8 @@ class _Identity:
     notices: list[Event] = field(default_factory=list)
     kind: Identity = "guest"
     allowed: list[str] | None = None  # a token's rooms (None: any)
+    subject: str | None = None  # a token's sub
+    token_expires: float | None = None  # a token's exp: the session ends then
 
 
 async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> _Identity:
@@ -186,11 +192,12 @@ async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> 
             hub, query.get("room", DEFAULT_ROOM), signed.name, signed.user_id
         )
         identity.kind, identity.allowed = signed.identity, signed.allowed_rooms
+        identity.subject, identity.token_expires = signed.subject, signed.expires
         if signed.allowed_rooms is not None and identity.rooms[0] not in signed.allowed_rooms:
             # The first room the token allows, rather than a lobby it forbids.
             identity.rooms = signed.allowed_rooms[:1]
         return identity
-    resumed = await _resumed_identity(hub, token, record) if record is not None else None
+    resumed = await _resumed_identity(hub, token, record, signed) if record is not None else None
     if hub.settings.auth == "token" and (resumed is None or resumed.kind != "token"):
         raise SignInRefused("this chat needs a token from its site")
     if resumed is not None:
@@ -203,16 +210,25 @@ async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> 
     return identity
 
 
-async def _resumed_identity(hub: Hub, token: str, record: SessionRecord) -> _Identity:
+async def _resumed_identity(
+    hub: Hub, token: str, record: SessionRecord, signed: SignedIn | None
+) -> _Identity:
+    """The session of ``record``; ``signed``: credentials of the same user came
+    too (a token user's new token then sets the session's end)."""
     user = User(record.user_id, record.name)
     notices: list[Event] = []
-    kind, name_mine = await check_resumed(hub, record)
+    renewed = signed is not None and signed.expires is not None
+    kind, name_mine = await check_resumed(hub, record, renewed)
     if not name_mine or not await hub.directory.name_free(record.name, record.user_id):
         user = User(record.user_id, default_name(record.user_id))
         code = "name_taken" if name_mine else "name_registered"
         notices.append(ErrorEvent(code=code, message=f"{record.name!r} is taken now"))
     rooms = record.rooms or [DEFAULT_ROOM]
-    return _Identity(user, token, rooms, True, notices, kind, record.allowed)
+    identity = _Identity(user, token, rooms, True, notices, kind, record.allowed)
+    identity.subject, identity.token_expires = record.subject, record.token_expires
+    if renewed and signed is not None:
+        identity.subject, identity.token_expires = signed.subject, signed.expires
+    return identity
 
 
 async def _new_identity(
@@ -241,31 +257,55 @@ async def _open(
     request: web.Request, ws: web.WebSocketResponse, hub: Hub, address: str
 ) -> Connection | None:
     """Identify, check bans, register, welcome, join rooms and replay."""
-    settings = hub.settings
     transport = request.transport
     if transport is None:  # the peer went away during the handshake
         return None
-    dialect: Dialect = "json" if ws.ws_protocol == SUBPROTOCOL else "text"
-    if settings.outbound_buffer_bytes:
+    if hub.settings.outbound_buffer_bytes:
         pin_kernel_send_buffer(transport)
     try:
-        creds = await read_credentials(request, ws, settings)
+        creds = await read_credentials(request, ws, hub.settings)
         signed = await sign_in(hub, request.app[TOKENS], creds, address)
         identity = await _identify(request, hub, signed)
     except SignInRefused as exc:
         log.info("refusing a connection from %s: %s", address, exc.reason)
         await ws.close(code=CLOSE_UNAUTHORIZED, message=close_reason(exc.reason))
         return None
-    ban = hub.restrictions.find_ban(identity.user.name, address)
+    user = identity.user
+    ban = hub.restrictions.find_ban(user.name, address, user.id, identity.subject)
     if ban is not None:
         await ws.close(code=CLOSE_BANNED, message=close_reason(ban.close_reason()))
         return None
+    conn = await _connection(hub, identity, ws, transport, address)
+    last, history = _replay_request(request, identity)
+    if last or history:
+        conn.held = []
+    await hub.add(conn)
+    if _banned_meanwhile(conn, hub) or await _account_gone(conn, hub, signed):
+        return conn
+    expiry.schedule(conn, hub)
+    try:
+        await _greet(conn, hub, identity, last, history)
+    except Unavailable:
+        expiry.cancel(conn)
+        hub.disconnect(conn, "error")
+        raise
+    return conn
+
+
+async def _connection(
+    hub: Hub,
+    identity: _Identity,
+    ws: web.WebSocketResponse,
+    transport: asyncio.Transport,
+    address: str,
+) -> Connection:
+    settings = hub.settings
     conn = Connection(
         conn_id=await hub.directory.new_conn_id(),
         user=identity.user,
         ws=ws,
         transport=transport,
-        dialect=dialect,
+        dialect="json" if ws.ws_protocol == SUBPROTOCOL else "text",
         remote=address,
         outbox=hub.outbox,
         limit=settings.outbound_buffer_bytes,
@@ -274,16 +314,34 @@ async def _open(
     )
     conn.session = hash_token(identity.token)
     conn.identity, conn.allowed_rooms = identity.kind, identity.allowed
-    last, history = _replay_request(request, identity)
-    if last or history:
-        conn.held = []
-    await hub.add(conn)
-    try:
-        await _greet(conn, hub, identity, last, history)
-    except Unavailable:
-        hub.disconnect(conn, "error")
-        raise
+    if identity.kind == "token":
+        conn.subject, conn.token_expires = identity.subject, identity.token_expires
     return conn
+
+
+async def _account_gone(conn: Connection, hub: Hub, signed: SignedIn | None) -> bool:
+    """Close ``conn`` (4401) if its account was locked or reset while it signed in."""
+    password_hash = signed.password_hash if signed is not None else ""
+    reason = await account_taken_away(hub, conn, password_hash)
+    if not reason:
+        return False
+    log.info("refusing connection %s from %s: %s", conn.conn_id, conn.remote, reason)
+    conn.session = ""  # nothing to resume: its tokens ended with the lock or reset
+    hub.disconnect(conn, "kicked", reason)
+    hub.close(conn, CLOSE_UNAUTHORIZED, reason)
+    return True
+
+
+def _banned_meanwhile(conn: Connection, hub: Hub) -> bool:
+    """Close ``conn`` if a ban covers it now. A ban that reached this node while
+    the directory calls of the connect ran was enforced on the live connections
+    before this one was among them (say, a resume on one node while an operator
+    bans the user on another)."""
+    ban = hub.restrictions.find_ban(conn.name, conn.remote, conn.user.id, conn.subject)
+    if ban is None:
+        return False
+    hub.ban_kick(conn, ban.close_reason(), ban.reason)
+    return True
 
 
 async def _greet(
@@ -340,6 +398,7 @@ async def _welcome(conn: Connection, identity: _Identity, hub: Hub) -> bytes:
         limits=Limits(settings.max_message_bytes, settings.rate_limit, settings.rate_burst),
         last_ids={room: head.last_id for room, head in heads.items()},
         epochs={room: head.epoch for room, head in heads.items()},
+        expires=conn.token_expires,
     )
     rendered = Rendered(event)
     return rendered.json_frame() if conn.is_json else rendered.text_frame(None)
@@ -487,6 +546,8 @@ async def dispatch(conn: Connection, hub: Hub, command: AnyCommand) -> bool:
         await _history(conn, hub, command)
     elif isinstance(command, AccountCommand):
         await account_command(conn, hub, command)
+    elif isinstance(command, Refresh):
+        await expiry.refresh(conn, hub, command)
     elif isinstance(command, Quit):
         hub.disconnect(conn, "quit")
         hub.close(conn, WSCloseCode.OK, "bye")

@@ -25,7 +25,7 @@ from chatserver.text import describe, refused_char
 from .rows import connection_row
 
 Fields = Mapping[str, object]
-BAN_BY = ("name", "address", "both")
+BAN_BY = ("name", "address", "both", "account")
 
 
 @dataclasses.dataclass(slots=True)
@@ -150,25 +150,28 @@ async def kick(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> 
 
 async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:
     """Ban a live connection (``conn_id`` and ``by``), a ``name`` and/or ``address``,
-    or a registered ``account`` (its name, which a logged-in user cannot change)."""
+    a registered ``account`` (its name, which a logged-in user cannot change), a
+    token user's ``subject`` (the site's ``sub``, whatever name the token shows),
+    or a ``user_id`` (a message's speaker: their connection if they are live, else
+    the id, which a registered or token user keeps on every connection)."""
     name, address = text_field(fields, "name"), text_field(fields, "address")
+    subject = text_field(fields, "subject")
     account = text_field(fields, "account")
     if account is not None:
         registered = await hub.directory.account(account)
         if registered is None:
             raise CommandError("not_registered", f"no account is registered as {account!r}")
         name = registered.name
-    conn_id = int_field(fields, "conn_id")
-    if conn_id is not None:
-        info = await located(hub, conn_id)
-        by = text_field(fields, "by") or "name"
-        if by not in BAN_BY:
-            raise CommandError("bad_request", "by is one of: name, address, both")
-        name = info.name if by in {"name", "both"} else None
-        address = info.address if by in {"address", "both"} else None
+    user_id = int_field(fields, "user_id")
+    info = await _ban_connection(hub, int_field(fields, "conn_id"), user_id)
+    if info is not None:
+        name, address, subject = ban_target(info, text_field(fields, "by") or "name")
+        user_id = None  # the live connection says who the user is
     record, kicked = await moderation.ban(
         name=name,
         address=address,
+        subject=subject,
+        user_id=user_id,
         duration=duration_field(fields),
         reason=text_field(fields, "reason") or "",
         actor=actor,
@@ -178,6 +181,41 @@ async def ban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> O
         {"ban": record.as_dict(), "kicked": kicked},
         201,
     )
+
+
+async def _ban_connection(hub: Hub, conn_id: int | None, user_id: int | None) -> ConnInfo | None:
+    """The live connection a ban names: ``conn_id``, else ``user_id``'s if that
+    user is connected on any node (None: not connected, or not named)."""
+    if conn_id is not None:
+        return await located(hub, conn_id)
+    if user_id is None:
+        return None
+    live = hub.users.get(user_id)
+    if live is not None:
+        return hub.info(live)
+    return await hub.directory.find_user(user_id, None)
+
+
+def ban_target(info: ConnInfo, by: str) -> tuple[str | None, str | None, str | None]:
+    """The name, address and subject to ban for a live connection.
+
+    ``name`` (and ``account``) mean who the user is: a token user's name is only
+    what their current token shows, so their ``sub`` is banned instead; a
+    registered user's name is their account. A guest has no account.
+    """
+    if by not in BAN_BY:
+        raise CommandError("bad_request", "by is one of: " + ", ".join(BAN_BY))
+    address = info.address if by in {"address", "both"} else None
+    if by == "address":
+        return None, address, None
+    if info.identity == "token" and info.subject:
+        return None, address, info.subject
+    if by == "account" and info.identity != "registered":
+        raise CommandError(
+            "bad_request",
+            f"connection {info.conn_id} is a guest, with no account: ban its name or address",
+        )
+    return info.name, address, None
 
 
 async def unban(hub: Hub, moderation: Moderation, fields: Fields, actor: str) -> Outcome:

@@ -84,6 +84,7 @@ class ConnectionQuery:
                 q in conn.name.casefold()
                 or q in conn.remote
                 or any(q in room.casefold() for room in conn.rooms)
+                or (conn.subject is not None and q in conn.subject.casefold())
             )
         return True
 
@@ -161,6 +162,7 @@ def connection_row(hub: Hub, conn: Connection) -> Row:
         "user_id": conn.user.id,
         "name": conn.name,
         "identity": conn.identity,
+        "account": account_of(conn),
         "rooms": list(conn.rooms),
         "address": conn.remote,
         "dialect": conn.dialect,
@@ -175,6 +177,16 @@ def connection_row(hub: Hub, conn: Connection) -> Row:
         "node": node_of(hub, conn),
         "muted": is_muted(hub, conn),
     }
+
+
+def account_of(conn: Connection) -> str | None:
+    """What identifies the user beyond this connection: the registered name, or
+    the token's ``sub`` (None for a guest). Operators see it; users never do."""
+    if conn.identity == "token":
+        return conn.subject
+    if conn.identity == "registered":
+        return conn.name
+    return None
 
 
 def is_muted(hub: Hub, conn: Connection) -> bool:
@@ -219,7 +231,10 @@ def row_matches(query: ConnectionQuery, row: Row) -> bool:
         return False
     if query.q:
         q = query.q.casefold()
-        return q in name or q in address or any(q in room.casefold() for room in rooms)
+        account = str(row.get("account") or "").casefold()
+        return (
+            q in name or q in address or any(q in room.casefold() for room in rooms) or q in account
+        )
     return True
 
 

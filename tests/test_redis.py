@@ -761,3 +761,42 @@ async def test_kick_by_name_or_user_id_reaches_another_node(
     assert (await by_id.closed())[0] == 4500
     status, body = await api(http, first, "POST", "kick", {"name": "nobody"})
     assert status == 404, body
+
+
+async def test_a_ban_of_a_sub_through_one_node_holds_on_another(
+    redis_server: RedisServer, server_process: StartNode, http: aiohttp.ClientSession
+) -> None:
+    """A ban of a token's ``sub`` made through node 0 closes the user's session
+    on node 1 (4501), and node 1 refuses their new tokens and their resume; once
+    lifted on node 0, node 1 lets them in again."""
+    secret = "shared-site-secret-of-32-bytes!!"
+    first, second = (
+        server_process(
+            "--redis-url", redis_server.url, "--node-id", f"node{i}", "--token-secret", secret
+        )
+        for i in range(2)
+    )  # fmt: skip
+
+    def token(name: str) -> str:
+        claims = {"sub": "site-9", "name": name, "exp": int(time.time()) + 60}
+        return jwt.encode(claims, secret, algorithm="HS256")
+
+    user = await peer(http, second, token=token("Nine"))
+    session = user.welcome["session"]  # type: ignore[attr-defined]
+    status, body = await api(http, first, "POST", "bans", {"subject": "site-9", "reason": "x"})
+    assert status == 201, body
+    assert await user.closed() == (4501, "banned permanently: x")
+    for query in ({"token": token("Renamed")}, {"session": session}):
+        ws = await http.ws_connect(second.url(**query), protocols=JSON)
+        assert (await Peer(ws).closed())[0] == 4501, query
+    status, body = await api(http, first, "DELETE", f"bans/{body['ban']['id']}")
+    assert status == 200, body
+    deadline = time.monotonic() + 5
+    while True:  # node 1 reloads the bans when node 0's change reaches it
+        ws = await http.ws_connect(second.url(token=token("Nine")), protocols=JSON)
+        first_frame = await asyncio.wait_for(ws.receive(), 5)
+        if first_frame.type is aiohttp.WSMsgType.TEXT:
+            assert json.loads(first_frame.data)["identity"] == "token"
+            break
+        assert time.monotonic() < deadline, "still banned on node 1"
+        await asyncio.sleep(0.1)

@@ -19,7 +19,7 @@
   const canvas = $("#chart");
 
   const CONN_FIELDS = [
-    "id", "name", "user_id", "identity", "rooms", "address", "dialect", "connected_at",
+    "id", "name", "user_id", "identity", "account", "rooms", "address", "dialect", "connected_at",
     "last_activity", "messages_in", "messages_out", "bytes_out", "buffer_fill", "node", "muted",
   ];
   // The one-click buttons of each row: action, label, duration posted without the dialog.
@@ -275,7 +275,7 @@
   }
 
   function onBans(bans) {
-    fillList("#bans", bans, (b) => [b.id, b.name, b.address, b.until ? utc(b.until) : "until lifted", b.reason, b.actor],
+    fillList("#bans", bans, (b) => [b.id, b.name, b.address, b.subject, b.until ? utc(b.until) : "until lifted", b.reason, b.actor],
       "/admin/action/unban", "ban_id", "Lift", (b) => canLift(b.actor));
   }
 

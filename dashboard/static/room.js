@@ -67,7 +67,8 @@
         actForm("/admin/action/delete", { room, id: m.id }, "Delete", "delete"),
         actForm("/admin/action/kick", { user_id: m.user_id }, "Kick", "kick"),
         actForm("/admin/action/mute", { user_id: m.user_id, duration: "10m" }, "Mute", "mute"),
-        actForm("/admin/action/ban", { name: m.name, duration: "1h" }, "Ban", "ban"),
+        // By user id too: a token user's name is only what their token shows.
+        actForm("/admin/action/ban", { user_id: m.user_id, name: m.name, duration: "1h" }, "Ban", "ban"),
       );
     }
     return tr;
