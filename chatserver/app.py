@@ -49,7 +49,8 @@ def create_app(settings: Settings) -> web.Application:
     health = Health()
     engine = build_engine(settings, health)
     restrictions = Restrictions(engine.moderation_store)
-    hub = Hub(settings, engine.room_log, engine.directory, engine.broker, restrictions)
+    tokens = build_verifier(settings)
+    hub = Hub(settings, engine.room_log, engine.directory, engine.broker, restrictions, tokens)
     app[SETTINGS] = settings
     app[HEALTH] = health
     app[ENGINE] = engine
@@ -59,7 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app[MODERATION_STORE] = engine.moderation_store
     app[RESTRICTIONS] = restrictions
     app[HUB] = hub
-    app[TOKENS] = hub.tokens = build_verifier(settings)
+    app[TOKENS] = tokens
     app[MODERATION] = Moderation(hub, restrictions, engine.moderation_store, engine.broker)
     app[ADDRESSES] = AddressCounter(settings.max_connections_per_ip)
     # In order: what backs the seams, each seam, then the hub and the timers.

@@ -95,6 +95,7 @@ class Hub:
         directory: Directory,
         broker: Broker,
         restrictions: Restrictions,
+        tokens: TokenVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.room_log = room_log
@@ -116,7 +117,7 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.outbox: Outbox
         self.accounts = Accounts(directory, settings.login_attempts)
-        self.tokens: TokenVerifier | None = None  # the site's token key (set by create_app)
+        self.tokens = tokens  # the site's token key, if it has one
         broker.subscribe(self.deliver, self.on_control)
 
     def start(self) -> None:
