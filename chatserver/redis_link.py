@@ -109,8 +109,10 @@ class RedisLink:
         try:
             result = await command
         except (RedisError, OSError) as exc:
+            _still_cancelled()
             self.failed(what, exc)
             raise Unavailable(COMPONENT, "the chat backend (Redis) is unavailable") from None
+        _still_cancelled()
         if COMPONENT in self.health.outages and self.subscribed:
             self.health.up(COMPONENT)  # commands work again, and so does pub/sub
         return result
@@ -198,6 +200,7 @@ class RedisLink:
                 await _queue(item.queue, pipe)
                 spans.append((start, len(pipe.command_stack)))
             results = await pipe.execute(raise_on_error=False)
+        _still_cancelled()
         return [results[start:end] for start, end in spans]
 
     def _settle(self, item: _Later, results: list[Any]) -> None:
@@ -231,6 +234,17 @@ async def _queue(build: Callable[[Pipeline], object], pipe: Pipeline) -> None:
     result = build(pipe)
     if inspect.isawaitable(result):
         await result
+
+
+def _still_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled during a command.
+
+    redis-py turns a cancellation that lands while it connects into a
+    ConnectionError, which its retry then retries: the command succeeds and the
+    cancellation is gone, so a task being stopped (at shutdown) ran on forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _no_script(results: list[Any]) -> bool:
