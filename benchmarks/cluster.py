@@ -136,6 +136,7 @@ class ClusterResult:
     deliveries: int
     node_deliveries: tuple[int, ...]  # to the receivers connected to each node
     node_cpu_s: tuple[float, ...]
+    node_sleeps: tuple[int, ...]  # voluntary context switches of each node
     redis_cpu_s: float
     redis_calls: dict[str, int]  # in the measured phase, by command
     elapsed_s: float
@@ -158,6 +159,19 @@ class ClusterResult:
         return tuple(
             cpu / n * 1e6 if n else 0.0
             for cpu, n in zip(self.node_cpu_s, self.node_deliveries, strict=True)
+        )
+
+    @property
+    def node_busy(self) -> tuple[float, ...]:
+        """Each node's CPU in shares of a core over the phase."""
+        return tuple(cpu / self.elapsed_s for cpu in self.node_cpu_s)
+
+    @property
+    def node_sleeps_per_1000(self) -> tuple[float, ...]:
+        """How often each node slept (and was woken) per 1000 deliveries to its clients."""
+        return tuple(
+            s / n * 1000 if n else 0.0
+            for s, n in zip(self.node_sleeps, self.node_deliveries, strict=True)
         )
 
     @property
@@ -240,6 +254,7 @@ class Reading:
     """CPU and Redis counters at one instant."""
 
     node_cpu_s: tuple[float, ...]
+    node_sleeps: tuple[int, ...]
     redis_cpu_s: float
     redis_calls: dict[str, int]
     own_cpu_s: float
@@ -256,11 +271,13 @@ def machine_cpu_seconds() -> float:
 async def read_counters(rig: ClusterRig, monitors: Sequence[ProcessMonitor]) -> Reading:
     """Read every node's CPU time and, with Redis, its CPU time and command counters."""
     node_cpu = tuple(m.cpu_seconds() for m in monitors)
+    sleeps = tuple(m.sleeps() for m in monitors)
     machine, own = machine_cpu_seconds(), cpu_seconds()
     if rig.redis is None:
-        return Reading(node_cpu, 0.0, {}, own, machine)
+        return Reading(node_cpu, sleeps, 0.0, {}, own, machine)
     redis_cpu = ProcessMonitor(rig.redis.pid).cpu_seconds()
-    return Reading(node_cpu, redis_cpu, await rig.redis.command_calls(), own, machine)
+    calls = await rig.redis.command_calls()
+    return Reading(node_cpu, sleeps, redis_cpu, calls, own, machine)
 
 
 async def open_senders(
@@ -367,6 +384,9 @@ def summarise(
         deliveries=deliveries,
         node_deliveries=tuple(per_node),
         node_cpu_s=tuple(a - b for a, b in zip(after.node_cpu_s, before.node_cpu_s, strict=True)),
+        node_sleeps=tuple(
+            a - b for a, b in zip(after.node_sleeps, before.node_sleeps, strict=True)
+        ),
         redis_cpu_s=after.redis_cpu_s - before.redis_cpu_s,
         redis_calls=calls_between(before.redis_calls, after.redis_calls),
         elapsed_s=max(elapsed, 1e-9),

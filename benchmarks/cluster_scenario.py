@@ -214,6 +214,18 @@ def worst_node_us(runs: Sequence[ClusterResult]) -> float:
     return max(per_node_us(runs), default=0.0)
 
 
+def busy_and_sleeps(runs: Sequence[ClusterResult]) -> str:
+    """Median share of a core each node used, and how often it slept per 1000 deliveries."""
+    if not runs:
+        return "-"
+    cells = []
+    for k in range(runs[0].nodes):
+        busy = statistics.median(r.node_busy[k] for r in runs)
+        sleeps = statistics.median(r.node_sleeps_per_1000[k] for r in runs)
+        cells.append(f"{report.percent(busy)}, {sleeps:.1f}")
+    return " / ".join(cells)
+
+
 def shares(r: ClusterResult) -> str:
     """CPU of the nodes, Redis, the load generator and everything else, in shares of a core."""
     parts = (sum(r.node_cpu_s), r.redis_cpu_s, r.client_cpu_s + r.sender_cpu_s, r.other_cpu_s)
@@ -246,6 +258,7 @@ THROUGHPUT_HEADERS = (
     "reordered",
     "server CPU µs/delivery, each node",
     "worst node ÷ embedded",
+    "each node: busy, sleeps per 1000 deliveries",
     "Redis commands/message",
     "Redis CPU µs/message",
     "CPU: nodes / Redis / load generator / other processes",
@@ -268,6 +281,7 @@ def throughput_row(
         str(sum(r.reordered for r in runs)),
         " / ".join(f"{v:.2f}" for v in per_node_us(runs)),
         report.ratio(worst_node_us(runs), worst_node_us(base)),
+        busy_and_sleeps(runs),
         f"{median(runs, lambda r: r.redis_commands_per_message):.2f}" if cluster.redis else "-",
         f"{median(runs, lambda r: r.redis_us_per_message):.1f}" if cluster.redis else "-",
         shares(middle),

@@ -21,6 +21,11 @@ class ProcessMonitor:
         times = self.process.cpu_times()
         return float(times.user + times.system)
 
+    def sleeps(self) -> int:
+        """Times the process went to sleep waiting for work (voluntary context
+        switches, all its threads): a busy process seldom does, and batches more."""
+        return int(self.process.num_ctx_switches().voluntary)
+
     def rss(self) -> int:
         """Resident set size now, in bytes."""
         return int(self.process.memory_info().rss)
