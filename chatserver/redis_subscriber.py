@@ -5,12 +5,11 @@ Every node receives every message of every room, so what the subscription
 costs per publication is paid by every node for every message, however few
 of its own clients are in the room. redis-py's asyncio ``PubSub`` costs a
 coroutine call, a timeout context and a parse per publication, and a task
-wake-up per read: measured with py-spy on scenario 7 (two nodes, 1000
-members), about a quarter of a node's CPU went to it and the loop wake-ups
-around it. This protocol feeds each chunk read from the socket to hiredis
-(Redis's own C parser) and hands every complete publication to the broker
-in the same callback, so a burst of messages is delivered, and written to
-the clients, in one loop iteration.
+wake-up per read (py-spy on scenario 7, two nodes: about 8 % of a node's
+samples outside the deliveries themselves). This protocol feeds each chunk
+read from the socket to hiredis (Redis's own C parser) and hands every
+complete publication to the broker in the same callback, so a burst of
+messages is delivered, and written to the clients, in one loop iteration.
 
 Commands still go through redis-py (``redis_link.py``); only the
 subscription, which needs nothing but SUBSCRIBE, is spoken here. The URL is

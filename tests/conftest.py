@@ -438,12 +438,19 @@ class RedisServer:
     """A real ``redis-server`` of this test's own, on a free port."""
 
     def __init__(
-        self, directory: Path, *, persist: bool = False, password: str = "", unix: bool = False
+        self,
+        directory: Path,
+        *,
+        persist: bool = False,
+        password: str = "",
+        unix: bool = False,
+        user: str = "",
     ) -> None:
         self.port = free_port()
         self.directory = directory
         self.persist = persist
         self.password = password
+        self.user = user  # nodes log in as this ACL user (with ``password``)
         self.socket_path = directory / "redis.sock" if unix else None
         self.started = False
         self.proc: subprocess.Popen[bytes] | None = None
@@ -452,7 +459,7 @@ class RedisServer:
     def url(self) -> str:
         if self.socket_path is not None:
             return f"unix://{self.socket_path}?db=0"
-        auth = f":{self.password}@" if self.password else ""
+        auth = f"{self.user}:{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
@@ -479,7 +486,7 @@ class RedisServer:
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--dir", str(self.directory), *persistence,
         ]  # fmt: skip
-        if self.password:
+        if self.password and not self.user:
             cmd += ["--requirepass", self.password]
         if self.socket_path is not None:
             cmd += ["--unixsocket", str(self.socket_path)]
@@ -494,7 +501,9 @@ class RedisServer:
         raise AssertionError(f"redis-server did not start on port {self.port}")
 
     def _auth(self) -> list[str]:
-        return ["-a", self.password, "--no-auth-warning"] if self.password else []
+        if self.password and not self.user:  # an ACL user is the nodes'; the CLI stays default
+            return ["-a", self.password, "--no-auth-warning"]
+        return []
 
     def cli(self, *args: str) -> str:
         """One command through redis-cli; its output ('' if Redis is down)."""

@@ -302,19 +302,26 @@ async def test_a_redis_that_lost_its_scripts_still_takes_every_message(
     assert [(m["id"], m["text"]) for m in got] == [(2, "after 0"), (3, "after 1"), (4, "after 2")]
 
 
-@pytest.mark.parametrize("kind", ["password", "unix socket"])
+@pytest.mark.parametrize("kind", ["password", "acl user", "unix socket"])
 async def test_nodes_chat_over_a_redis_with_a_password_or_on_a_unix_socket(
     kind: str, tmp_path: Any, server_process: StartNode, http: aiohttp.ClientSession
 ) -> None:
     """The subscription connects by itself (``redis_subscriber.py``): it must
-    authenticate and reach a Unix socket just as the command client does."""
+    authenticate and reach a Unix socket just as the command client does. The
+    ACL user has exactly the rights docs/operations.md lists."""
     from tests.conftest import require_redis
 
     require_redis()
     redis = RedisServer(
-        tmp_path, password="s3cret-pass" if kind == "password" else "", unix=kind == "unix socket"
+        tmp_path,
+        password="" if kind == "unix socket" else "s3cret-pass",
+        user="chatnode" if kind == "acl user" else "",
+        unix=kind == "unix socket",
     )
     redis.start()
+    if kind == "acl user":
+        rights = "on >s3cret-pass ~chat:* &chat:* +@read +@write +@scripting +@pubsub +@connection"
+        assert redis.cli("ACL", "SETUSER", "chatnode", *rights.split()) == "OK"
     try:
         first, second = (start_node(server_process, redis, i) for i in range(2))
         receiver = await peer(http, second, name="receiver")
