@@ -39,10 +39,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, cast
 
 import aiohttp
 from prompt_toolkit import PromptSession
+from prompt_toolkit.formatted_text import OneStyleAndTextTuple, StyleAndTextTuples
+from prompt_toolkit.history import DummyHistory, InMemoryHistory
+from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
 from prompt_toolkit.patch_stdout import patch_stdout
 from yarl import URL
 
@@ -160,7 +163,8 @@ class Options:
     history: int = 0
     wait: float = DEFAULT_WAIT  # at end of input: seconds to wait for the server's answers
     backoff: Backoff = field(default_factory=Backoff)
-    password: str | None = None  # --login: sent in the first frame of every connection
+    # --login: sent in the first frame of every connection; never in a repr.
+    password: str | None = field(default=None, repr=False)
 
 
 def _websocket_url(text: str) -> URL:
@@ -489,6 +493,85 @@ def _account_command(verb: str, arg: str) -> Action:
     return Send({"type": verb, "password": arg})
 
 
+# --------------------------------------------------------------------------- secrets
+
+ACCOUNT_VERBS: Final = frozenset({"register", "login", "password", "unregister"})
+MASK: Final = "***"
+# Query parameters of a URL that are credentials (docs/protocol.md).
+SECRET_QUERY: Final = frozenset({"token", "session", "password"})
+
+
+def account_verb(line: str) -> str | None:
+    """The verb of an account command line (as translate() reads it), else None."""
+    if not line.startswith("/") or line.startswith("//"):
+        return None
+    verb = line[1:].partition(" ")[0].lower()
+    return verb if verb in ACCOUNT_VERBS else None
+
+
+def secret_start(line: str) -> int:
+    """Where the password(s) typed on an account command line begin; len(line) if none.
+
+    Splits as _account_command() does: /login NAME PASSWORD, /register PASSWORD,
+    /unregister PASSWORD, /password OLD NEW."""
+    verb = account_verb(line)
+    if verb is None:
+        return len(line)
+    head, space, arg = line.partition(" ")
+    start = len(head) + len(space) + len(arg) - len(arg.lstrip())
+    words = arg.strip()
+    if verb == "login":
+        name, _, password = words.partition(" ")
+        return start + len(name) + 1 if password else len(line)
+    return start if words else len(line)
+
+
+def masked(line: str) -> str:
+    """A typed line fit to show in reports: each password argument shown as ***."""
+    start = secret_start(line)
+    if start == len(line):
+        return line
+    count = 2 if account_verb(line) == "password" else 1  # OLD and NEW
+    return " ".join([line[:start].rstrip(), *[MASK] * count])
+
+
+def without_secrets(line: str) -> str:
+    """A typed line without its passwords: recalled from history, it asks for them."""
+    start = secret_start(line)
+    return line if start == len(line) else line[:start].rstrip()
+
+
+def shown_url(url: URL) -> URL:
+    """``url`` fit to print: no user-info password, no token or resume token in the query."""
+    if url.password is not None:
+        url = url.with_password(MASK)
+    hidden = {key: MASK for key in url.query if key in SECRET_QUERY}
+    return url.update_query(hidden) if hidden else url
+
+
+class SecretFreeHistory(InMemoryHistory):
+    """Prompt history that keeps account commands without the passwords typed on them."""
+
+    def append_string(self, string: str) -> None:
+        super().append_string(without_secrets(string))
+
+
+class MaskSecrets(Processor):
+    """Show the passwords typed on an account command line as asterisks, while typing
+    and after: the accepted line stays on the terminal (and in its scrollback)."""
+
+    def apply_transformation(self, ti: TransformationInput) -> Transformation:
+        start = secret_start(ti.document.lines[ti.lineno])
+        fragments: StyleAndTextTuples = []
+        index = 0  # fragments map one to one onto the line's characters
+        for style, text, *handler in ti.fragments:
+            keep = max(0, min(len(text), start - index))
+            shown = text[:keep] + "*" * (len(text) - keep)
+            fragments.append(cast(OneStyleAndTextTuple, (style, shown, *handler)))
+            index += len(text)
+        return Transformation(fragments)
+
+
 SecretPrompt = Callable[[str], Awaitable[str | None]]
 
 
@@ -736,6 +819,13 @@ def connect_error_words(exc: BaseException) -> str:
         return _ERRNO_WORDS.get(exc.os_error.errno or 0, exc.os_error.strerror or "cannot connect")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"
+    # The text of these names the URL asked for, with its resume token or ?token=.
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return "too many redirects"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"the server answered HTTP {exc.status}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "invalid URL"
     if isinstance(exc, OSError) and exc.errno in _ERRNO_WORDS:
         return _ERRNO_WORDS[exc.errno]
     return str(exc) or type(exc).__name__
@@ -773,7 +863,9 @@ InputSource = Callable[[LineHandler], Coroutine[Any, Any, None]]
 
 async def read_terminal(on_line: LineHandler, prompt: Callable[[], str]) -> None:
     """Read lines with a prompt_toolkit prompt; Ctrl-D and Ctrl-C end the input."""
-    session: PromptSession[str] = PromptSession()
+    session: PromptSession[str] = PromptSession(
+        history=SecretFreeHistory(), input_processors=[MaskSecrets()]
+    )
     while True:
         try:
             line = await session.prompt_async(prompt)
@@ -915,6 +1007,16 @@ def _answers(frame: Mapping[str, Any], event: Mapping[str, Any], state: ChatStat
     return False
 
 
+@dataclass(frozen=True)
+class Early:
+    """A line typed before the first welcome, when the current room is not known yet."""
+
+    line: str  # as typed (passwords masked): translated once the room is known
+    # An account command, already read (and its password asked for): it needs no
+    # room, and asking again at the welcome would throw the first answer away.
+    action: Action | None = field(default=None, repr=False)
+
+
 class Printer:
     """Writes whole lines to the output stream, flushing each one."""
 
@@ -943,7 +1045,7 @@ class Client:
         self.ws: aiohttp.ClientWebSocketResponse | None = None  # set once welcomed
         self.pending: deque[dict[str, Any]] = deque(maxlen=MAX_PENDING)
         # Lines typed before the first welcome: their room is not known yet.
-        self.early: deque[str] = deque(maxlen=MAX_PENDING)
+        self.early: deque[Early] = deque(maxlen=MAX_PENDING)
         self.confirmations = Confirmations()
         self.quit = asyncio.Event()
         self.welcomed = asyncio.Event()
@@ -1000,11 +1102,11 @@ class Client:
         return self.quit.is_set() and unsettled and self.drain_left() > 0
 
     async def connection_loop(self, session: aiohttp.ClientSession) -> int:
-        self.printer.notice(f"Connecting to {self.options.url}...")
+        self.printer.notice(f"Connecting to {shown_url(self.options.url)}...")
         try:
             ws = await self.connect(session, first=True)
         except ConnectFailed as exc:
-            self.printer.notice(f"Failed to connect to {self.options.url}: {exc}.")
+            self.printer.notice(f"Failed to connect to {shown_url(self.options.url)}: {exc}.")
             return EXIT_ERROR
         loop = asyncio.get_running_loop()
         delays: Iterator[float] | None = None
@@ -1028,7 +1130,7 @@ class Client:
 
     def finish(self, status: int) -> int:
         """The exit status, made an error when typed lines went unconfirmed."""
-        lines = [*self.confirmations.lines(), *self.early]
+        lines = [*self.confirmations.lines(), *(early.line for early in self.early)]
         if not lines or self._interrupts:
             return status
         count = len(lines)
@@ -1049,7 +1151,7 @@ class Client:
         except aiohttp.WSServerHandshakeError as exc:
             # A web page (2xx/3xx) or a refusal retrying cannot heal.
             fatal = exc.status in FATAL_HTTP_STATUSES or exc.status < 400
-            words = handshake_words(exc.status, self.options.url)
+            words = handshake_words(exc.status, shown_url(self.options.url))
             raise ConnectFailed(words, fatal=fatal) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ConnectFailed(connect_error_words(exc)) from None
@@ -1197,8 +1299,9 @@ class Client:
         # all before the first await: a line typed while these are sent goes
         # to the end of the queue (self.ws is still None), after them.
         while self.early:
-            line = self.early.popleft()
-            if (typed := self.act(translate(line, self.state), line)) is not None:
+            early = self.early.popleft()
+            action = early.action or translate(early.line, self.state)
+            if (typed := self.act(action, early.line)) is not None:
                 self.pending.append(typed)
         while self.pending:
             frame = self.pending.popleft()
@@ -1214,13 +1317,10 @@ class Client:
         if isinstance(action, Quit):
             return False
         if isinstance(action, AskSecret):
-            if self.ask_secret is None:
-                action = Say(f"/{action.kind} asks for a password on a terminal; not here.")
-            else:
-                action = await secret_frame(action, self.ask_secret)
-                line = f"/{line.lstrip('/').split(' ', 1)[0]}"  # no password in reports
+            action = await self.read_secret(action)
+        line = masked(line)  # what reports show: never a password
         if self.state.session is None:
-            self.early.append(line)  # the current room is not known before the welcome
+            self.hold_early(line, action)
             return True
         frame = self.act(action, line)
         if frame is None:
@@ -1232,6 +1332,23 @@ class Client:
             self.told_offline = True
             self.printer.notice("Not connected; will send after reconnecting.")
         return True
+
+    def hold_early(self, line: str, action: Action | None) -> None:
+        """Keep a line typed before the first welcome: the current room is not known yet."""
+        if not account_verb(line):
+            self.early.append(Early(line))  # translated at the welcome
+        elif isinstance(action, Send):
+            # It needs no room; keep it with the password just typed (in memory only).
+            self.early.append(Early(line, action))
+            self.printer.notice(f"Not connected yet; {line} will be sent once connected.")
+        else:
+            self.act(action, line)  # "Login cancelled." and the like: say it now
+
+    async def read_secret(self, ask: AskSecret) -> Action:
+        """The account command with its password(s) asked for on the terminal."""
+        if self.ask_secret is None:
+            return Say(f"/{ask.kind} asks for a password on a terminal; not here.")
+        return await secret_frame(ask, self.ask_secret)
 
     def act(self, action: Action | None, line: str) -> dict[str, Any] | None:
         """Print a local answer, or return the frame to send (tracked until answered)."""
@@ -1256,7 +1373,7 @@ class Client:
 
 async def ask_password(prompt: str) -> str | None:
     """A password typed at the terminal, shown as asterisks; None if cancelled."""
-    session: PromptSession[str] = PromptSession()
+    session: PromptSession[str] = PromptSession(history=DummyHistory())  # nothing to recall
     try:
         return await session.prompt_async(prompt, is_password=True)
     except (EOFError, KeyboardInterrupt):

@@ -775,3 +775,93 @@ def test_login_without_a_name_or_a_password_source_is_a_usage_error(
     with pytest.raises(SystemExit) as raised:
         cli_client.parse_args(["ws://127.0.0.1:1/", "--name", "alice", "--login"])
     assert "--login needs a terminal" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ secrets stay secret
+
+SECRETS = ("pw-login-1", "pw-register-2", "pw-old-3", "pw-new-4", "pw-unregister-5")
+
+
+async def test_unconfirmed_account_commands_are_named_without_their_passwords(
+    server_process: Callable[..., ServerProcess],
+) -> None:
+    """`/login NAME PW`, `/register PW`, `/password OLD NEW` and `/unregister PW` piped
+    to a server that stops answering: the exit summary names them with *** for each
+    password, and no password reaches the output."""
+    server = await asyncio.to_thread(server_process)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli_client", f"ws://127.0.0.1:{server.port}/",
+        "--name", "alice", "--wait", "0.5",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        while b"Welcome, alice!" not in await asyncio.wait_for(proc.stdout.readline(), TIMEOUT):
+            pass
+        server.signal(signal.SIGSTOP)  # connected, and from now on nothing is answered
+        login, register, old, new, unregister = SECRETS
+        typed = [f"/login alice {login}", f"/register {register}", f"/password {old} {new}"]
+        proc.stdin.write("\n".join([*typed, f"/unregister {unregister}", ""]).encode())
+        proc.stdin.close()
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT + 10)
+    finally:
+        server.signal(signal.SIGCONT)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1
+    summary = (
+        "Not confirmed by the server: 4 lines ('/login alice ***', '/register ***', "
+        "'/password *** ***', '/unregister ***')."
+    )
+    assert summary in out.decode(), out.decode()
+    for secret in SECRETS:
+        assert secret.encode() not in out + err
+
+
+async def test_credentials_in_the_url_are_not_printed(chat: ChatServer, cli: StartCli) -> None:
+    """A password in the URL's user info and a ?token= are shown as *** in every line."""
+    port = chat.settings.port
+    url = f"ws://alice:url-password-6@127.0.0.1:{port}/?token=site-token-7"
+    client = await cli(url, welcome=False)
+    assert await client.exit_code() == 1
+    shown = rf"ws://alice:\*\*\*@127\.0\.0\.1:{port}/\?token=\*\*\*"
+    await client.screen.expect(rf"^Connecting to {shown}\.\.\.$")
+    output = client.screen.getvalue()
+    assert "url-password-6" not in output
+    assert "site-token-7" not in output
+
+
+async def test_a_connect_error_does_not_print_the_url_it_asked_for(
+    aiohttp_server: AiohttpServer, cli: StartCli
+) -> None:
+    """aiohttp's text for too many redirects names the URL with its token: not printed."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPTemporaryRedirect(str(request.rel_url))
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("/").with_query(token="site-token-8")).replace("http", "ws", 1)
+    client = await cli(url, welcome=False)
+    assert await client.exit_code() == 1
+    await client.screen.expect(r"^Failed to connect to .+\?token=\*\*\*: too many redirects\.$")
+    assert "site-token-8" not in client.screen.getvalue()
+
+
+def test_masked_hides_each_password_argument() -> None:
+    """masked() mirrors how translate() splits account commands; other lines stay."""
+    assert cli_client.masked("/login alice two words") == "/login alice ***"
+    assert cli_client.masked("/LOGIN  alice  pw") == "/LOGIN  alice ***"
+    assert cli_client.masked("/login alice") == "/login alice"
+    assert cli_client.masked("/register pw") == "/register ***"
+    assert cli_client.masked("/register") == "/register"
+    assert cli_client.masked("/password old new") == "/password *** ***"
+    assert cli_client.masked("/unregister pw") == "/unregister ***"
+    assert cli_client.masked("//register pw") == "//register pw"  # a message
+    assert cli_client.masked("/registered pw") == "/registered pw"
+    assert cli_client.without_secrets("/login alice pw") == "/login alice"
+    assert cli_client.without_secrets("/password old new") == "/password"

@@ -12,6 +12,7 @@ import asyncio
 import fcntl
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -19,9 +20,10 @@ import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from tests.conftest import ChatServer, Connect
+from tests.conftest import ChatServer, Connect, ServerProcess
 
 TIMEOUT = 5.0
 ROWS, COLUMNS = 24, 80
@@ -290,3 +292,65 @@ async def test_register_at_the_prompt_asks_twice_without_showing_it(
     guest = await connect(json=True, name="bob")
     await guest.until_type("welcome")
     assert (await guest.until_type("error"))["code"] == "name_registered"
+
+
+async def register(url: str, name: str, password: str) -> None:
+    """Register ``name`` with ``password`` over a JSON connection to ``url``."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{url}?name={name}", protocols=("chat.v1",)) as ws,
+    ):
+        await ws.send_json({"type": "register", "password": password})
+        async with asyncio.timeout(TIMEOUT):
+            while (await ws.receive_json())["type"] != "identified":
+                pass
+
+
+@pytest.mark.parametrize(
+    ("command", "prompts", "answer"),
+    [
+        ("/login alice", ["Password for alice:"], r"\*\*\* You are alice \(registered\)\."),
+        ("/register", ["New password:", "Same password again:"], r"\*\*\* You are bob \(regis"),
+    ],
+)
+async def test_account_command_typed_before_the_welcome_is_sent_once_connected(
+    server_process: Callable[..., ServerProcess], command: str, prompts: list[str], answer: str
+) -> None:
+    """/login or /register typed while the server does not answer yet: the password is
+    asked for (not echoed) and the command is sent, with it, once the welcome came."""
+    server = await asyncio.to_thread(server_process)
+    await register(server.url(), "alice", SECRET)
+    server.signal(signal.SIGSTOP)  # the handshake waits: no welcome yet
+    term = Terminal(f"ws://127.0.0.1:{server.port}/", "--name", "bob")
+    try:
+        await term.shows(r"^Connecting to ")
+        term.type(command + "\r")
+        for prompt in prompts:
+            await term.shows("^" + prompt)
+            term.type(SECRET + "\r")
+        await term.shows(rf"^Not connected yet; {command} will be sent once connected\.$")
+        server.signal(signal.SIGCONT)
+        await term.shows(r"^Welcome, bob! ")
+        await term.shows(answer)
+        assert "Usage" not in term.screen.text()
+        assert SECRET.encode() not in term.raw
+    finally:
+        server.signal(signal.SIGCONT)
+        term.close()
+
+
+async def test_a_password_typed_on_the_command_line_is_masked_and_not_recalled(
+    terminal: StartTerminal, chat: ChatServer
+) -> None:
+    """`/login alice PASSWORD` shows the password as asterisks, while typed and after;
+    the up arrow recalls `/login alice` without it."""
+    await register(chat.url(), "alice", SECRET)
+    term = await terminal("--name", "bob")
+    term.type(f"/login alice {SECRET}")
+    await term.typing("/login alice " + "*" * len(SECRET))
+    term.type("\r")
+    await term.shows(r"^\*\*\* You are alice \(registered\)\.$")
+    term.type("\x1b[A")  # up arrow: the last line typed
+    await term.typing("/login alice")
+    assert SECRET not in term.screen.text()
+    assert SECRET.encode() not in term.raw
