@@ -4,8 +4,15 @@ rule that a guest cannot take a registered name.
 Passwords are hashed with argon2id (``argon2-cffi``) at OWASP's minimum
 parameters (19 MiB, 2 passes, 1 lane) on a worker thread, at most
 ``MAX_PARALLEL_HASHES`` at once, so a burst of logins costs neither the event
-loop nor unbounded memory. A password never reaches a log line. Accounts are
-stored by the directory (SQLite or Redis); this module only decides.
+loop nor unbounded memory; past ``MAX_QUEUED_HASHES`` jobs waiting or running
+on a node a password command is answered ``busy`` instead of queued. A
+password never reaches a log line. Accounts are stored by the directory
+(SQLite or Redis); this module only decides.
+
+Every attempt that checks or makes a password hash is counted before the
+hash runs (:meth:`LoginLimits.reserve`), so that parallel attempts cannot all
+pass the limit before the first failure is recorded; a success gives its
+attempt back.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from .errors import CommandError
+from .errors import Busy, CommandError
 from .protocol import MAX_NAME_CHARS, User, default_name, name_key
 
 if TYPE_CHECKING:
@@ -35,6 +44,7 @@ Identity = Literal["guest", "registered", "token"]
 MIN_PASSWORD_CHARS: Final = 8
 MAX_PASSWORD_BYTES: Final = 1024  # hashing cost must not grow with what a client sends
 MAX_PARALLEL_HASHES: Final = 2
+MAX_QUEUED_HASHES: Final = 32  # hash jobs waiting or running per node before ``busy``
 LOGIN_WINDOW: Final = 60.0  # seconds over which failed logins are counted
 ADDRESS_FACTOR: Final = 4  # an address may fail this many times more than one name
 MAX_TRACKED: Final = 10_000  # names and addresses with recent failures, before a sweep
@@ -58,6 +68,15 @@ class Account:
     password_hash: str
     locked: bool = False
     created: float = 0.0
+    # Replaced by every reset, lock, unlock and password change, and new with
+    # every registration; a session saved under another one is not resumed.
+    generation: int = 0
+
+
+def new_generation() -> int:
+    """A credential generation: random, so that two changes racing on two nodes
+    cannot both land on the same value (an account from before generations has 0)."""
+    return secrets.randbits(62) or 1
 
 
 def check_password_rules(password: str) -> str:
@@ -70,7 +89,32 @@ def check_password_rules(password: str) -> str:
     return password
 
 
+class HashQueue:
+    """Counts the hash jobs of this node (waiting or running) against ``limit``:
+    a flood of password commands gets ``busy`` rather than an unbounded queue."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.jobs = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one job's place; raise Busy when every place is taken."""
+        if self.jobs >= self.limit:
+            raise Busy("the server is busy checking passwords; try again in a few seconds")
+        self.jobs += 1
+        try:
+            yield
+        finally:
+            self.jobs -= 1
+
+
+HASH_QUEUE: Final = HashQueue(MAX_QUEUED_HASHES)
+
+
 async def hash_password(password: str) -> str:
+    """The argon2 hash of ``password`` (the caller holds a HASH_QUEUE slot, or is
+    an operator)."""
     return await asyncio.get_running_loop().run_in_executor(_pool, _hasher.hash, password)
 
 
@@ -96,15 +140,18 @@ def new_temporary_password() -> str:
 
 
 class LoginLimits(Protocol):
-    """Failed logins per name and per address (the directory provides one:
+    """Password attempts per name and per address (the directory provides one:
     in memory embedded, shared by every node in Redis mode)."""
 
-    async def retry_after(self, name: str, address: str) -> float:
-        """Seconds until another attempt is allowed (0: now)."""
+    async def reserve(self, name: str, address: str) -> float:
+        """Count one attempt now, before its password is checked, and return 0;
+        or, when a limit is reached, count nothing and return the seconds until
+        another attempt is allowed. Check and count are one step, so parallel
+        attempts are all counted."""
 
-    async def failed(self, name: str, address: str) -> None: ...
-
-    async def succeeded(self, name: str) -> None: ...
+    async def succeeded(self, name: str, address: str) -> None:
+        """The attempt was right: forget the name's failures and give the
+        address its attempt back."""
 
 
 def limit_keys(name: str, address: str) -> tuple[str, str]:
@@ -112,11 +159,11 @@ def limit_keys(name: str, address: str) -> tuple[str, str]:
 
 
 class LoginLimiter:
-    """Failed logins per name and per address in a sliding window, in memory.
+    """Password attempts per name and per address in a sliding window, in memory.
 
-    ``limit`` failures of one name (and ``ADDRESS_FACTOR`` times as many from
-    one address) within ``LOGIN_WINDOW`` seconds refuse further attempts until
-    the oldest failure leaves the window.
+    ``limit`` attempts for one name (and ``ADDRESS_FACTOR`` times as many from
+    one address) within ``LOGIN_WINDOW`` seconds, not given back by a success,
+    refuse further attempts until the oldest leaves the window.
     """
 
     def __init__(self, limit: int, window: float = LOGIN_WINDOW) -> None:
@@ -124,17 +171,23 @@ class LoginLimiter:
         self.window = window
         self._failures: dict[str, deque[float]] = {}
 
-    async def retry_after(self, name: str, address: str) -> float:
-        """Seconds until another attempt is allowed (0: now)."""
+    async def reserve(self, name: str, address: str) -> float:
+        # No await from the check to the count: one step on the event loop.
         if not self.limit:
             return 0.0
         now = time.monotonic()
         by_name, by_address = limit_keys(name, address)
-        waits = [
+        wait = max(
             self._wait(by_name, self.limit, now),
             self._wait(by_address, self.limit * ADDRESS_FACTOR, now),
-        ]
-        return max(waits)
+        )
+        if wait > 0:
+            return wait
+        if len(self._failures) >= MAX_TRACKED:
+            self._forget_old(now)
+        for key in (by_name, by_address):
+            self._failures.setdefault(key, deque()).append(now)
+        return 0.0
 
     def _wait(self, key: str, limit: int, now: float) -> float:
         times = self._failures.get(key)
@@ -145,47 +198,48 @@ class LoginLimiter:
         if not times:
             del self._failures[key]
             return 0.0
-        return times[0] + self.window - now if len(times) >= limit else 0.0
-
-    async def failed(self, name: str, address: str) -> None:
-        now = time.monotonic()
-        if len(self._failures) >= MAX_TRACKED:
-            self._forget_old(now)
-        for key in limit_keys(name, address):
-            self._failures.setdefault(key, deque()).append(now)
+        return max(times[0] + self.window - now, 0.001) if len(times) >= limit else 0.0
 
     def _forget_old(self, now: float) -> None:
-        """Drop keys whose last failure left the window: guessing over many names
+        """Drop keys whose last attempt left the window: guessing over many names
         or addresses must not grow this without bound."""
         stale = [k for k, times in self._failures.items() if times[-1] <= now - self.window]
         for key in stale:
             del self._failures[key]
 
-    async def succeeded(self, name: str) -> None:
-        self._failures.pop(limit_keys(name, "")[0], None)
+    async def succeeded(self, name: str, address: str) -> None:
+        by_name, by_address = limit_keys(name, address)
+        self._failures.pop(by_name, None)
+        times = self._failures.get(by_address)
+        if times:
+            times.pop()
+            if not times:
+                del self._failures[by_address]
 
 
 async def check_login(
     account: Account | None, name: str, password: str, address: str, limiter: LoginLimits
 ) -> Account:
-    """The account if ``password`` opens it; else CommandError (rate limited,
-    wrong name or password, locked)."""
-    wait = await limiter.retry_after(name, address)
-    if wait > 0:
-        raise CommandError(
-            "login_rate_limited", f"too many failed logins; try again in {int(wait) + 1} s"
+    """The account if ``password`` opens it; else CommandError (busy, rate
+    limited, wrong name or password, locked)."""
+    with HASH_QUEUE.slot():
+        await _reserve(limiter, name, address, "login_rate_limited", "failed logins")
+        matched = await verify_password(
+            account.password_hash if account is not None else _DUMMY_HASH, password
         )
-    matched = await verify_password(
-        account.password_hash if account is not None else _DUMMY_HASH, password
-    )
     if account is None or not matched:
-        await limiter.failed(name, address)
         log.info("failed login for a name from %s", address)
         raise CommandError("login_failed", "wrong name or password")
+    await limiter.succeeded(name, address)
     if account.locked:
         raise CommandError("account_locked", "this account is locked by an operator")
-    await limiter.succeeded(name)
     return account
+
+
+async def _reserve(limiter: LoginLimits, name: str, address: str, code: str, what: str) -> None:
+    wait = await limiter.reserve(name, address)
+    if wait > 0:
+        raise CommandError(code, f"too many {what}; try again in {int(wait) + 1} s")
 
 
 def ensure_not_registered(account: Account | None, name: str, user_id: int) -> None:
@@ -202,13 +256,16 @@ class Accounts:
 
     def __init__(self, directory: Directory, login_attempts: int) -> None:
         self.directory = directory
-        self.limiter = directory.login_limits(login_attempts)
+        self.limiter = directory.login_limits(login_attempts, "login")
+        # Registrations cost a hash each: as many per name and address as logins,
+        # counted whether they succeed or not.
+        self.registrations = directory.login_limits(login_attempts, "register")
 
     async def ensure_free(self, name: str, user_id: int) -> None:
         """Raise ``name_registered`` if someone else registered ``name``."""
         ensure_not_registered(await self.directory.account(name), name, user_id)
 
-    async def register(self, user: User, password: str) -> Account:
+    async def register(self, user: User, password: str, address: str) -> Account:
         """Register the name ``user`` holds now."""
         check_password_rules(password)
         if name_key(user.name) == name_key(default_name(user.id)):
@@ -217,9 +274,13 @@ class Accounts:
         if existing is not None and existing.user_id == user.id:
             raise CommandError("already_registered", f"{user.name!r} is registered already")
         ensure_not_registered(existing, user.name, user.id)
-        password_hash = await hash_password(password)
+        with HASH_QUEUE.slot():
+            await _reserve(
+                self.registrations, user.name, address, "register_rate_limited", "registrations"
+            )
+            password_hash = await hash_password(password)
         key, now = name_key(user.name), time.time()
-        account = Account(key, user.name, user.id, password_hash, False, now)
+        account = Account(key, user.name, user.id, password_hash, False, now, new_generation())
         if not await self.directory.create_account(account):
             raise CommandError("name_registered", f"the name {user.name!r} is registered")
         log.info("user %s registered a name", user.id)
@@ -241,7 +302,9 @@ class Accounts:
     async def change_password(self, user: User, old: str, new: str, address: str) -> Account:
         check_password_rules(new)
         account = await self.own(user, old, address)
-        account.password_hash = await hash_password(new)
+        with HASH_QUEUE.slot():
+            account.password_hash = await hash_password(new)
+        account.generation = new_generation()
         await self.directory.save_account(account)
         return account
 
@@ -255,12 +318,13 @@ class Accounts:
         account = await self._existing(name)
         password = new_temporary_password()
         account.password_hash = await hash_password(password)
+        account.generation = new_generation()
         await self.directory.save_account(account)
         return account, password
 
     async def set_locked(self, name: str, locked: bool) -> Account:
         account = await self._existing(name)
-        account.locked = locked
+        account.locked, account.generation = locked, new_generation()
         await self.directory.save_account(account)
         return account
 

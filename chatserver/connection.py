@@ -82,6 +82,7 @@ class Connection:
         "current_room",
         "dialect",
         "expiry",
+        "generation",
         "held",
         "identity",
         "is_json",
@@ -139,6 +140,9 @@ class Connection:
         # rooms a token allows (None: any); see policy.py.
         self.identity = "guest"
         self.allowed_rooms: list[str] | None = None
+        # A registered session's account credential generation (accounts.py):
+        # a reset, lock or password change elsewhere makes it stale.
+        self.generation = 0
         # A token user's site id (``sub``) and the token's ``exp``: the session
         # ends then unless the client sends a newer token (chatserver/expiry.py).
         self.subject: str | None = None

@@ -47,7 +47,10 @@ SESSION_COLUMNS = {
     "allowed": "TEXT",
     "subject": "TEXT",
     "token_expires": "REAL",
+    "generation": "INTEGER NOT NULL DEFAULT 0",
 }
+# Columns added to the accounts table after its first release.
+ACCOUNT_COLUMNS = {"generation": "INTEGER NOT NULL DEFAULT 0"}
 
 
 @dataclasses.dataclass(slots=True)
@@ -63,6 +66,7 @@ class SessionRecord:
     allowed: list[str] | None = None  # a token's rooms claim (None: any room)
     subject: str | None = None  # a token user's ``sub``
     token_expires: float | None = None  # a token user's ``exp``: no resume after it
+    generation: int = 0  # the account's credential generation when saved (registered)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -160,8 +164,9 @@ class Directory(Protocol):
     async def end_sessions(self, user_id: int, keep: str = "") -> None:
         """Forget every resume token of ``user_id`` but the one hashed ``keep``."""
 
-    def login_limits(self, limit: int) -> LoginLimits:
-        """Where failed logins are counted (``limit`` per name per window)."""
+    def login_limits(self, limit: int, scope: str) -> LoginLimits:
+        """Where password attempts of ``scope`` (login, register) are counted
+        (``limit`` per name per window)."""
 
 
 class LocalDirectory:
@@ -251,8 +256,8 @@ class LocalDirectory:
         if pending is not None:
             return pending
         sql = (
-            "SELECT user_id, name, rooms, expires, identity, allowed, subject, token_expires "
-            "FROM sessions WHERE token_hash = ?"
+            "SELECT user_id, name, rooms, expires, identity, allowed, subject, token_expires, "
+            "generation FROM sessions WHERE token_hash = ?"
         )
         row = await self.db.run(lambda db: db.execute(sql, (token_hash,)).fetchone())
         if row is None:
@@ -260,7 +265,7 @@ class LocalDirectory:
         allowed = None if row[5] is None else json.loads(row[5])
         rooms = json.loads(row[2])
         return SessionRecord(
-            token_hash, row[0], row[1], rooms, row[3], row[4], allowed, row[6], row[7]
+            token_hash, row[0], row[1], rooms, row[3], row[4], allowed, row[6], row[7], row[8]
         )
 
     def save_session(self, record: SessionRecord) -> None:
@@ -289,6 +294,7 @@ class LocalDirectory:
                 None if s.allowed is None else json.dumps(s.allowed),
                 s.subject,
                 s.token_expires,
+                s.generation,
             )
             for s in records
         ]
@@ -297,7 +303,8 @@ class LocalDirectory:
         def write(db: sqlite3.Connection) -> None:
             db.executemany(
                 "INSERT OR REPLACE INTO sessions (token_hash, user_id, name, rooms, expires, "
-                "identity, allowed, subject, token_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "identity, allowed, subject, token_expires, generation) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             db.execute(
@@ -318,22 +325,25 @@ class LocalDirectory:
     # ------------------------------------------------------------------ accounts
 
     async def account(self, name: str) -> Account | None:
-        sql = "SELECT key, name, user_id, password_hash, locked, created FROM accounts "
+        sql = (
+            "SELECT key, name, user_id, password_hash, locked, created, generation "
+            "FROM accounts WHERE key = ?"
+        )
         key = name_key(name)
-        row = await self.db.run(lambda db: db.execute(sql + "WHERE key = ?", (key,)).fetchone())
+        row = await self.db.run(lambda db: db.execute(sql, (key,)).fetchone())
         if row is None:
             return None
-        return Account(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+        return Account(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
 
     async def create_account(self, account: Account) -> bool:
         row = _account_row(account)
-        sql = "INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?, ?, ?)"
+        sql = "INSERT OR IGNORE INTO accounts " + _ACCOUNT_INSERT
         created: int = await self.db.run(lambda db: db.execute(sql, row).rowcount)
         return created == 1
 
     async def save_account(self, account: Account) -> None:
         row = _account_row(account)
-        sql = "REPLACE INTO accounts VALUES (?, ?, ?, ?, ?, ?)"
+        sql = "REPLACE INTO accounts " + _ACCOUNT_INSERT
         await self.db.run(lambda db: db.execute(sql, row))
 
     async def delete_account(self, name: str) -> None:
@@ -358,8 +368,8 @@ class LocalDirectory:
         sql = "DELETE FROM sessions WHERE user_id = ? AND token_hash != ?"
         await self.db.run(lambda db: db.execute(sql, (user_id, keep)))
 
-    def login_limits(self, limit: int) -> LoginLimits:
-        return LoginLimiter(limit)
+    def login_limits(self, limit: int, scope: str) -> LoginLimits:
+        return LoginLimiter(limit)  # one instance per scope: nothing shared to keep apart
 
     async def prune(self) -> None:
         """Forget expired sessions."""
@@ -369,10 +379,11 @@ class LocalDirectory:
 
 def _open_sync(db: sqlite3.Connection) -> int:
     db.executescript(SCHEMA)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
-    for column, kind in SESSION_COLUMNS.items():
-        if column not in columns:
-            db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+    for table, added in (("sessions", SESSION_COLUMNS), ("accounts", ACCOUNT_COLUMNS)):
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column, kind in added.items():
+            if column not in columns:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     # The room log's table (opened first) counts too: messages carry user ids.
     sources = [
         "SELECT MAX(user_id) FROM accounts",
@@ -384,7 +395,12 @@ def _open_sync(db: sqlite3.Connection) -> int:
     return max((db.execute(sql).fetchone() or (0,))[0] or 0 for sql in sources)
 
 
-def _account_row(account: Account) -> tuple[str, str, int, str, int, float]:
+_ACCOUNT_INSERT = (
+    "(key, name, user_id, password_hash, locked, created, generation) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _account_row(account: Account) -> tuple[str, str, int, str, int, float, int]:
     return (
         account.key,
         account.name,
@@ -392,4 +408,5 @@ def _account_row(account: Account) -> tuple[str, str, int, str, int, float]:
         account.password_hash,
         int(account.locked),
         account.created,
+        account.generation,
     )

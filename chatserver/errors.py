@@ -9,7 +9,9 @@ All of them derive from :class:`ChatError`::
         │                    wire error ``code`` and is turned into an
         │                    ``error`` event at the connection's edge
         └── Unavailable      a backend (the store, the broker) cannot do its
-                             part now; the command was not applied
+            │                part now; the command was not applied
+            └── Busy         this node has too many password hashes queued
+                             (code ``busy``): try again in a few seconds
 
 Nothing here knows about HTTP or WebSocket frames: the edge (``ws.py``,
 ``dashboard/``) translates them.
@@ -45,3 +47,11 @@ class Unavailable(CommandError):
     def __init__(self, component: str, message: str) -> None:
         super().__init__(f"{component}_unavailable", message)
         self.component = component
+
+
+class Busy(Unavailable):
+    """Too many password hashes are waiting on this node; the command was not applied."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("passwords", message)
+        self.code = "busy"

@@ -491,6 +491,7 @@ class Hub:
             allowed=conn.allowed_rooms,
             subject=conn.subject,
             token_expires=conn.token_expires,
+            generation=conn.generation,
         )
 
     # ------------------------------------------------------------------ observers

@@ -186,8 +186,8 @@ def _text_command(line: str, current_room: str | None) -> AnyCommand:
     if not line.startswith("/") or line.startswith("//"):
         text = line[1:] if line.startswith("//") else line
         return SendMessage(text=text, room=current_room)
-    verb, _, rest = line[1:].partition(" ")
-    verb, rest = verb.lower(), rest.strip()
+    verb, _, raw = line[1:].partition(" ")
+    verb, rest = verb.lower(), raw.strip()
     if verb not in _TEXT_COMMANDS:
         raise CommandError("bad_request", f"unknown command /{verb}; type /help")
     if verb == "me":
@@ -203,7 +203,7 @@ def _text_command(line: str, current_room: str | None) -> AnyCommand:
     if verb == "history":
         return History(room=current_room, limit=_int_arg(rest, 20))
     if verb in {"register", "login", "password", "unregister"}:
-        return _account_command(verb, rest)
+        return _account_command(verb, raw)
     if verb == "refresh":
         if not rest:
             raise CommandError("bad_request", "usage: /refresh TOKEN")
@@ -226,15 +226,19 @@ _ACCOUNT_USAGE: Final = {
 }
 
 
-def _account_command(verb: str, rest: str) -> AnyCommand:
-    """``/login NAME PASSWORD``: the password is the rest of the line (spaces and all)."""
-    first, _, second = rest.partition(" ")
-    if not rest or (verb in {"login", "password"} and not second):
+def _account_command(verb: str, raw: str) -> AnyCommand:
+    """A password is the rest of the line after the one space that ends the word
+    before it, spaces and all: ``/register PASSWORD``, ``/unregister PASSWORD``,
+    ``/login NAME PASSWORD``, ``/password OLD NEW``. NAME and OLD end at the
+    first space after them (an old password with a space is changed with the
+    ``chat.v1`` ``password`` command); spaces before them are skipped."""
+    if verb in {"register", "unregister"}:
+        if not raw:
+            raise CommandError("bad_request", "usage: " + _ACCOUNT_USAGE[verb])
+        return Register(password=raw) if verb == "register" else Unregister(password=raw)
+    first, _, second = raw.lstrip(" ").partition(" ")
+    if not first or not second:
         raise CommandError("bad_request", "usage: " + _ACCOUNT_USAGE[verb])
-    if verb == "register":
-        return Register(password=rest)
-    if verb == "unregister":
-        return Unregister(password=rest)
     if verb == "login":
         return Login(name=first, password=second)
     return ChangePassword(old=first, new=second)
@@ -514,6 +518,13 @@ def render_text(event: Event) -> str:
     return _render_direct(event)
 
 
+_IDENTITY_LINES: Final = {
+    "guest": " You are a guest (not registered).",
+    "registered": " You are logged in (registered).",
+    "token": " You are logged in (token).",
+}
+
+
 def _render_direct(event: Event) -> str:
     if isinstance(event, SystemEvent):
         return f"*** {event.text}"
@@ -524,7 +535,7 @@ def _render_direct(event: Event) -> str:
     if isinstance(event, WelcomeEvent):
         rooms = ", ".join("#" + room for room in event.rooms)
         again = " back" if event.resumed else ""
-        known = "" if event.identity == "guest" else f" You are logged in ({event.identity})."
+        known = _IDENTITY_LINES.get(event.identity, "")
         return (
             f"Welcome{again}, {event.user.name}!{known} You are in {rooms}. "
             "Type /help for commands."

@@ -141,6 +141,7 @@ class RedisDirectory:
             data.get("allowed"),
             data.get("subject"),
             data.get("token_expires"),
+            data.get("generation", 0),
         )
 
     def save_session(self, record: SessionRecord) -> None:
@@ -161,6 +162,7 @@ class RedisDirectory:
                 "allowed": record.allowed,
                 "subject": record.subject,
                 "token_expires": record.token_expires,
+                "generation": record.generation,
             }
         )
         ttl = max(1, int(record.expires - time.time()))
@@ -204,6 +206,7 @@ class RedisDirectory:
             data["password_hash"],
             data.get("locked") == "1",
             float(data.get("created", "0")),
+            int(data.get("generation", "0")),
         )
 
     @staticmethod
@@ -212,6 +215,7 @@ class RedisDirectory:
             "name", account.name, "user_id", account.user_id,
             "password_hash", account.password_hash,
             "locked", int(account.locked), "created", account.created,
+            "generation", account.generation,
         ]  # fmt: skip
 
     async def create_account(self, account: Account) -> bool:
@@ -252,8 +256,8 @@ class RedisDirectory:
 
         await self.link.in_order("end sessions", drop)
 
-    def login_limits(self, limit: int) -> LoginLimits:
-        return RedisLoginLimits(self.link, limit)
+    def login_limits(self, limit: int, scope: str) -> LoginLimits:
+        return RedisLoginLimits(self.link, limit, scope)
 
     # ------------------------------------------------------------------ connections
 
@@ -386,47 +390,34 @@ class RedisDirectory:
 
 
 class RedisLoginLimits:
-    """Failed logins counted in Redis, so N nodes do not give an attacker N
+    """Password attempts counted in Redis, so N nodes do not give an attacker N
     times the attempts: a counter per name and per address that lives
-    ``LOGIN_WINDOW`` seconds from its first failure (a fixed window)."""
+    ``LOGIN_WINDOW`` seconds from its first attempt (a fixed window), checked
+    and counted together by ``lua/login_attempt.lua``."""
 
-    def __init__(self, link: RedisLink, limit: int, window: float = LOGIN_WINDOW) -> None:
+    def __init__(
+        self, link: RedisLink, limit: int, scope: str = "login", window: float = LOGIN_WINDOW
+    ) -> None:
         self.link = link
         self.limit = limit
+        self.scope = scope
         self.window = int(window)
 
-    def _keys(self, name: str, address: str) -> tuple[str, str]:
-        by_name, by_address = limit_keys(name, address)
-        return self.link.key("login-fail", by_name), self.link.key("login-fail", by_address)
+    def _keys(self, name: str, address: str) -> list[str]:
+        # One hash tag: a script's keys share a Redis Cluster slot.
+        tag = "{" + self.scope + "-fail}"
+        return [self.link.key(tag, key) for key in limit_keys(name, address)]
 
-    async def retry_after(self, name: str, address: str) -> float:
+    async def reserve(self, name: str, address: str) -> float:
         if not self.limit:
             return 0.0
-        keys = self._keys(name, address)
+        script = self.link.scripts["login_attempt"]
+        args = [self.limit, self.limit * ADDRESS_FACTOR, self.window]
+        wait = await self.link.call("login limit", script(self._keys(name, address), args))
+        return float(wait)
 
-        def read(pipe: Pipeline) -> None:
-            for key in keys:
-                pipe.get(key)
-                pipe.ttl(key)
-
-        name_count, name_ttl, addr_count, addr_ttl = await self.link.pipeline("login limit", read)
-        waits = [0.0]
-        if int(name_count or 0) >= self.limit:
-            waits.append(float(max(1, name_ttl)))
-        if int(addr_count or 0) >= self.limit * ADDRESS_FACTOR:
-            waits.append(float(max(1, addr_ttl)))
-        return max(waits)
-
-    async def failed(self, name: str, address: str) -> None:
-        keys, window = self._keys(name, address), self.window
-
-        def count(pipe: Pipeline) -> None:
-            for key in keys:
-                pipe.incr(key)
-                pipe.expire(key, window, nx=True)
-
-        await self.link.pipeline("login failed", count)
-
-    async def succeeded(self, name: str) -> None:
-        key = self._keys(name, "")[0]
-        await self.link.call("login ok", self.link.redis.delete(key))
+    async def succeeded(self, name: str, address: str) -> None:
+        if not self.limit:
+            return
+        script = self.link.scripts["login_ok"]
+        await self.link.call("login ok", script(self._keys(name, address), []))

@@ -77,7 +77,15 @@ class RedisLink:
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.scripts: dict[str, AsyncScript] = {
             name: self.redis.register_script(_lua(name))
-            for name in ("append", "claim_name", "release_name", "refresh_name", "create_account")
+            for name in (
+                "append",
+                "claim_name",
+                "release_name",
+                "refresh_name",
+                "create_account",
+                "login_attempt",
+                "login_ok",
+            )
         }
         self.subscribed = False  # the broker's subscriber says whether it listens
         self._batcher: Batcher[_Later] = Batcher(self._send, "chat-redis-writer")

@@ -19,7 +19,7 @@ from .accounts import Identity
 from .broker import CloseUser
 from .connection import Connection
 from .directory import SessionRecord
-from .errors import ChatError, CommandError
+from .errors import ChatError, CommandError, Unavailable
 from .hub import CLOSE_KICKED, Hub
 from .protocol import (
     SUBPROTOCOL,
@@ -65,6 +65,7 @@ class SignedIn:
     subject: str | None = None  # a token's ``sub``
     expires: float | None = None  # a token's ``exp``
     password_hash: str = ""  # a login's: a reset meanwhile changes it
+    generation: int = 0  # a login's account credential generation
 
 
 async def read_credentials(
@@ -112,11 +113,31 @@ async def sign_in(
         raise SignInRefused("this chat takes tokens from its site only")
     try:
         account = await hub.accounts.login(creds.name or "", creds.password or "", address)
+    except Unavailable:
+        raise  # busy: the client may try again (1013), unlike a refusal
     except CommandError as exc:
         raise SignInRefused(exc.message) from None
     return SignedIn(
-        account.user_id, account.name, "registered", password_hash=account.password_hash
+        account.user_id,
+        account.name,
+        "registered",
+        password_hash=account.password_hash,
+        generation=account.generation,
     )
+
+
+async def session_current(hub: Hub, record: SessionRecord) -> bool:
+    """Whether a registered session was saved under its account's current
+    credential generation. A reset, lock or password change replaces the
+    generation, so a record that a live connection on another node saved again
+    after its tokens were ended cannot resume as that account. A session whose
+    name is no longer its account's stays current (it resumes as a guest)."""
+    if record.identity != "registered":
+        return True
+    account = await hub.directory.account(record.name)
+    if account is None or account.user_id != record.user_id:
+        return True
+    return account.generation == record.generation
 
 
 async def check_resumed(
@@ -145,8 +166,9 @@ async def account_taken_away(hub: Hub, conn: Connection, password_hash: str = ""
     check or the directory calls that followed; a lock or a reset that landed
     meanwhile sent its close before this connection could receive it. From
     here on that close reaches it, so one more read closes the gap.
-    ``password_hash``: the hash the login matched (a resume has none; its
-    session record is gone after a reset or a lock instead)."""
+    ``password_hash``: the hash the login matched (a resume has none). Either
+    way the connection's credential generation must still be the account's:
+    a reset, lock or password change replaced it."""
     if conn.identity != "registered":
         return ""
     account = await hub.directory.account(conn.name)
@@ -156,6 +178,8 @@ async def account_taken_away(hub: Hub, conn: Connection, password_hash: str = ""
         return "this account is locked by an operator"
     if password_hash and account.password_hash != password_hash:
         return "the password was changed; log in again"
+    if account.generation != conn.generation:
+        return "this session has ended; log in again"
     if not password_hash and await hub.directory.load_session(conn.session) is None:
         return "this session has ended; log in again"
     return ""
@@ -179,15 +203,14 @@ async def account_command(conn: Connection, hub: Hub, command: AccountCommand) -
         raise CommandError("token_user", "your site's token says who you are here")
     accounts = hub.accounts
     if isinstance(command, Register):
-        if conn.identity == "registered":
-            raise CommandError("already_registered", "you are logged into a registered name")
-        await accounts.register(conn.user, command.password)
-        _identified(conn, hub, "registered")
+        await _register(conn, hub, command)
     elif isinstance(command, Login):
         await _login(conn, hub, command)
     elif isinstance(command, ChangePassword):
-        await accounts.change_password(conn.user, command.old, command.new, conn.remote)
+        account = await accounts.change_password(conn.user, command.old, command.new, conn.remote)
+        conn.generation = account.generation
         await hub.directory.end_sessions(conn.user.id, keep=conn.session)
+        hub.save_session(conn)  # under the new generation: this session goes on
         text = "Password changed; your other sessions have ended."
         conn.send(Rendered(SystemEvent(text=text)))
     elif isinstance(command, Unregister):
@@ -195,18 +218,38 @@ async def account_command(conn: Connection, hub: Hub, command: AccountCommand) -
         _identified(conn, hub, "guest")
 
 
+async def _register(conn: Connection, hub: Hub, command: Register) -> None:
+    """Register the name ``conn`` holds, with a new resume token: the guest's
+    token, which may have been seen (a URL, a shared machine), must not
+    become the account's credential."""
+    if conn.identity == "registered":
+        raise CommandError("already_registered", "you are logged into a registered name")
+    account = await hub.accounts.register(conn.user, command.password, conn.remote)
+    old_session, token = conn.session, new_token()
+    conn.session, conn.generation = hash_token(token), account.generation
+    if old_session:
+        # Same user id: the old record must end, not merely be left behind.
+        hub.directory.save_session(SessionRecord(old_session, conn.user.id, conn.name, [], 0.0))
+    conn.identity = "registered"
+    conn.send(Rendered(IdentifiedEvent(user=conn.user, identity="registered", session=token)))
+    hub.identity_changed(conn)  # saves the new session
+
+
 async def _login(conn: Connection, hub: Hub, command: Login) -> None:
     if hub.settings.auth == "token":
         raise CommandError("login_disabled", "this chat takes tokens from its site only")
     account = await hub.accounts.login(command.name, command.password, conn.remote)
     old_user, old_session, old_identity = conn.user, conn.session, conn.identity
+    old_generation = conn.generation
     # A new resume token for the new identity: the guest's ends here.
     token = new_token()
     conn.session, conn.identity = hash_token(token), "registered"
+    conn.generation = account.generation
     try:
         await hub.become(conn, User(account.user_id, account.name))
     except BaseException:
         conn.session, conn.identity = old_session, old_identity
+        conn.generation = old_generation
         raise
     if old_session and old_user.id != conn.user.id:
         hub.directory.save_session(SessionRecord(old_session, old_user.id, old_user.name, [], 0.0))

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .errors import ChatError, SettingsError
+from .errors import ChatError, CommandError, SettingsError
+from .protocol import validate_room
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,18 @@ def _claims(claims: dict[str, Any]) -> TokenClaims:
     ):
         raise TokenError("token 'rooms' must be a list of room names")
     if rooms is not None:
-        rooms = [room.removeprefix("#") for room in rooms]
+        rooms = _valid_rooms(rooms)
     return TokenClaims(subject, name, rooms, float(claims["exp"]))
+
+
+def _valid_rooms(rooms: list[str]) -> list[str]:
+    """The canonical names of a token's rooms. One invalid name refuses the
+    whole token: the site meant something this chat cannot honour, and
+    joining fewer rooms than it said would hide that."""
+    try:
+        return [validate_room(room) for room in rooms]
+    except CommandError:
+        raise TokenError("token rooms invalid") from None
 
 
 def build_verifier(settings: Settings) -> TokenVerifier | None:
@@ -117,6 +128,11 @@ def build_verifier(settings: Settings) -> TokenVerifier | None:
     if isinstance(key, RSAPublicKey):
         return TokenVerifier(key, ["RS256"], audience, leeway)
     if isinstance(key, EllipticCurvePublicKey):
+        if not isinstance(key.curve, SECP256R1):
+            raise SettingsError(
+                f"token_public_key is an EC key on {key.curve.name}; "
+                "ES256 needs a P-256 (secp256r1) key"
+            )
         return TokenVerifier(key, ["ES256"], audience, leeway)
     raise SettingsError("token_public_key must be an RSA or EC (P-256) public key")
 

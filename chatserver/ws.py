@@ -25,6 +25,7 @@ from .hub import CLOSE_BANNED, Hub
 from .keys import ADDRESSES, HUB, SETTINGS, TOKENS
 from .limits import TokenBucket, host_allowed, origin_allowed
 from .pages import index_page
+from .policy import check_join
 from .protocol import (
     DEFAULT_ROOM,
     HELP_TEXT,
@@ -73,6 +74,7 @@ from .signin import (
     account_taken_away,
     check_resumed,
     read_credentials,
+    session_current,
     sign_in,
 )
 
@@ -177,6 +179,7 @@ class _Identity:
     allowed: list[str] | None = None  # a token's rooms (None: any)
     subject: str | None = None  # a token's sub
     token_expires: float | None = None  # a token's exp: the session ends then
+    generation: int = 0  # a registered session's account credential generation
 
 
 async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> _Identity:
@@ -185,7 +188,9 @@ async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> 
     query = request.query
     token = query.get("session", "")
     record = await hub.directory.load_session(hash_token(token)) if token else None
-    if record is not None and record.expires < time.time():
+    if record is not None and (
+        record.expires < time.time() or not await session_current(hub, record)
+    ):
         record = None
     if signed is not None and (record is None or record.user_id != signed.user_id):
         identity = await _new_identity(
@@ -193,9 +198,8 @@ async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> 
         )
         identity.kind, identity.allowed = signed.identity, signed.allowed_rooms
         identity.subject, identity.token_expires = signed.subject, signed.expires
-        if signed.allowed_rooms is not None and identity.rooms[0] not in signed.allowed_rooms:
-            # The first room the token allows, rather than a lobby it forbids.
-            identity.rooms = signed.allowed_rooms[:1]
+        identity.generation = signed.generation
+        identity.rooms = _allowed(identity.rooms, signed.allowed_rooms)
         return identity
     resumed = await _resumed_identity(hub, token, record, signed) if record is not None else None
     if hub.settings.auth == "token" and (resumed is None or resumed.kind != "token"):
@@ -226,9 +230,21 @@ async def _resumed_identity(
     rooms = record.rooms or [DEFAULT_ROOM]
     identity = _Identity(user, token, rooms, True, notices, kind, record.allowed)
     identity.subject, identity.token_expires = record.subject, record.token_expires
+    identity.generation = record.generation
     if renewed and signed is not None:
+        # The new token's rooms replace the old one's, as a refresh's do.
         identity.subject, identity.token_expires = signed.subject, signed.expires
+        identity.allowed = signed.allowed_rooms
+        identity.rooms = _allowed(rooms, signed.allowed_rooms)
     return identity
+
+
+def _allowed(rooms: list[str], allowed: list[str] | None) -> list[str]:
+    """The rooms of ``rooms`` a token allows; none of them: the first room it
+    allows, rather than a lobby it forbids (its rooms are valid: tokens.py)."""
+    if allowed is None:
+        return rooms
+    return [room for room in rooms if room in allowed] or allowed[:1]
 
 
 async def _new_identity(
@@ -314,6 +330,7 @@ async def _connection(
     )
     conn.session = hash_token(identity.token)
     conn.identity, conn.allowed_rooms = identity.kind, identity.allowed
+    conn.generation = identity.generation
     if identity.kind == "token":
         conn.subject, conn.token_expires = identity.subject, identity.token_expires
     return conn
@@ -541,6 +558,9 @@ async def dispatch(conn: Connection, hub: Hub, command: AnyCommand) -> bool:
         hub.leave(conn, command.room or conn.current_room or "")
     elif isinstance(command, Who):
         room = _room_or_current(conn, command.room)
+        if room not in conn.rooms:
+            # Who is in a room is as private as the room: members, or who may join.
+            check_join(conn, room, hub.settings)
         _send(conn, await _who(hub, room))
     elif isinstance(command, History):
         await _history(conn, hub, command)

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from argon2 import PasswordHasher
 
-from chatserver import admin_cli
+from chatserver import accounts, admin_cli
 from chatserver.keys import DIRECTORY, HUB
+from chatserver.session import hash_token, new_token
 from tests.conftest import (
     ADMIN_AUTH,
     ADMIN_TOKEN,
@@ -22,6 +26,7 @@ from tests.conftest import (
     Connect,
     Peer,
     both_modes,
+    make_settings,
 )
 
 chat_mode = both_modes()
@@ -49,7 +54,8 @@ async def welcome_of(peer: Peer) -> dict[str, Any]:
 
 
 async def registered(connect: Connect, name: str = "alice") -> tuple[Peer, dict[str, Any]]:
-    """A chat.v1 client that holds ``name`` and registered it; its welcome."""
+    """A chat.v1 client that holds ``name`` and registered it; its welcome, with
+    the resume token the registration gave in place of the guest's."""
     peer = await connect(json=True, name=name)
     welcome = await welcome_of(peer)
     assert welcome["identity"] == "guest"
@@ -57,7 +63,8 @@ async def registered(connect: Connect, name: str = "alice") -> tuple[Peer, dict[
     identified = await peer.until_type("identified")
     assert identified["identity"] == "registered"
     assert identified["user"] == welcome["user"]
-    return peer, welcome
+    session = identified.get("session", welcome["session"])
+    return peer, {**welcome, "session": session, "guest_session": welcome["session"]}
 
 
 async def first_frame_login(connect: Connect, name: str, password: str, **query: str) -> Peer:
@@ -373,3 +380,251 @@ async def test_resuming_a_guest_session_whose_name_was_registered_since(
     assert again["resumed"] is True
     assert again["user"] == {"id": welcome["user"]["id"], "name": f"User {welcome['user']['id']}"}
     assert (await back.until_type("error"))["code"] == "name_registered"
+
+
+# ------------------------------------------------------------- review of issue 13
+
+
+async def test_parallel_wrong_logins_are_all_counted(connect: Connect) -> None:
+    """Twenty wrong passwords for one name sent at once, as login commands and
+    first frames: at most the limit (5) are checked, the rest are rate-limited."""
+    alice, _ = await registered(connect)
+    await alice.close()
+    guests = [await connect(json=True) for _ in range(12)]
+    for guest in guests:
+        await welcome_of(guest)
+    wrong = "not the password"
+    framed = [await connect(json=True, auth="frame") for _ in range(8)]
+    await asyncio.gather(
+        *(guest.send_json(type="login", name="alice", password=wrong) for guest in guests),
+        *(peer.send_json(type="auth", name="alice", password=wrong) for peer in framed),
+    )
+    codes = [(await guest.until_type("error"))["code"] for guest in guests]
+    closes = [await peer.closed() for peer in framed]
+    refused = codes.count("login_failed") + closes.count((4401, "wrong name or password"))
+    assert 1 <= refused <= 5
+    limited = [reason for code, reason in closes if reason.startswith("too many failed logins")]
+    assert codes.count("login_rate_limited") + len(limited) == 20 - refused
+
+
+async def test_parallel_wrong_logins_from_one_address_are_all_counted(connect: Connect) -> None:
+    """Wrong logins for 30 names sent at once from one address: at most four
+    times the per-name limit (20) are checked."""
+    guests = [await connect(json=True) for _ in range(30)]
+    for guest in guests:
+        await welcome_of(guest)
+    await asyncio.gather(
+        *(
+            guest.send_json(type="login", name=f"nobody{index}", password="whatever it is")
+            for index, guest in enumerate(guests)
+        )
+    )
+    codes = [(await guest.until_type("error"))["code"] for guest in guests]
+    assert 1 <= codes.count("login_failed") <= 20
+    assert codes.count("login_rate_limited") == 30 - codes.count("login_failed")
+
+
+async def test_a_session_saved_again_after_a_reset_does_not_resume(
+    chat: ChatServer, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    """A record that a live connection writes again after a reset ended the
+    account's sessions (a join on another node, racing the close) is stale: it
+    resumes as nobody's session, not as the account."""
+    alice, welcome = await registered(connect)
+    assert chat.app is not None
+    directory = chat.app[DIRECTORY]
+    await asyncio.sleep(0.1)  # the registering node saves in the background
+    for server in [chat, *([chat.second] if isinstance(chat, ClusterChat) else [])]:
+        assert server.app is not None
+        await server.app[DIRECTORY].flush()
+    record = await directory.load_session(hash_token(welcome["session"]))
+    assert record is not None
+    assert record.identity == "registered"
+    await admin(http, chat, "accounts/alice/reset")
+    assert await alice.closed() == (4500, "password reset by an operator")
+    directory.save_session(record)  # what the racing join wrote afterwards
+    await directory.flush()
+    stale = await connect(json=True, session=welcome["session"])
+    back = await welcome_of(stale)
+    assert back["resumed"] is False
+    assert back["identity"] == "guest"
+    assert back["user"]["id"] != welcome["user"]["id"]
+
+
+async def test_a_password_change_keeps_its_own_session_resumable(
+    chat: ChatServer, connect: Connect
+) -> None:
+    """The connection that changed the password resumes later as the account."""
+    alice, welcome = await registered(connect)
+    await alice.send_json(type="password", old=PASSWORD, new="a new long password")
+    await alice.until_type("system")
+    await gone(chat, alice, welcome["user"]["id"])
+    back = await connect(json=True, session=welcome["session"])
+    again = await welcome_of(back)
+    assert (again["resumed"], again["identity"]) == (True, "registered")
+
+
+async def test_register_rotates_the_resume_token(chat: ChatServer, connect: Connect) -> None:
+    """The guest's token ends with a registration; the identified event's new
+    one resumes the account."""
+    alice, welcome = await registered(connect)
+    assert welcome["session"] != welcome["guest_session"]
+    await gone(chat, alice, welcome["user"]["id"])
+    old = await connect(json=True, session=welcome["guest_session"])
+    assert (await welcome_of(old))["resumed"] is False
+    await old.close()
+    new = await connect(json=True, session=welcome["session"])
+    again = await welcome_of(new)
+    assert (again["resumed"], again["identity"]) == (True, "registered")
+    assert again["user"] == welcome["user"]
+
+
+async def test_who_of_a_restricted_room_needs_a_login(chat: ChatServer, connect: Connect) -> None:
+    """A guest gets login_required for `who` of a restricted room; its members see it."""
+    await chat.stop()
+    await chat.start(restricted_rooms=("staff",))
+    alice, _ = await registered(connect)
+    await alice.send_json(type="join", room="staff")
+    assert [u["name"] for u in (await alice.until_type("who"))["users"]] == ["alice"]
+    guest = await connect(json=True)
+    await welcome_of(guest)
+    await guest.send_json(type="who", room="staff")
+    assert (await guest.until_type("error"))["code"] == "login_required"
+    await alice.send_json(type="who", room="staff")
+    assert (await alice.until_type("who"))["room"] == "staff"
+    text_guest = await connect()
+    await text_guest.until("Welcome")
+    await text_guest.send("/who staff")
+    assert (await text_guest.until("Error")).endswith("(login_required)")
+
+
+async def test_text_passwords_keep_their_spaces(connect: Connect) -> None:
+    """/register keeps the password's own leading and trailing spaces; /login
+    NAME PASSWORD takes the rest of the line after NAME's one space."""
+    spaced = "  spaced out password  "
+    bob = await connect(name="bob")
+    await bob.until("Welcome")
+    await bob.send(f"/register {spaced}")
+    assert await bob.until(r"^\*\*\* You are") == "*** You are bob (registered)."
+    await bob.close()
+    stripped = await first_frame_login(connect, "bob", spaced.strip())
+    assert (await stripped.closed())[0] == 4401
+    exact = await first_frame_login(connect, "bob", spaced)
+    assert (await welcome_of(exact))["identity"] == "registered"
+    await exact.close()
+    other = await connect()
+    await other.until("Welcome")
+    await other.send(f"/login bob {spaced}")
+    assert await other.until(r"^\*\*\* You are") == "*** You are bob (registered)."
+
+
+async def test_text_welcome_says_how_the_user_is_known(chat: ChatServer, connect: Connect) -> None:
+    """A text client's welcome says guest, as the JSON one does, and registered after a login."""
+    guest = await connect(name="gus")
+    line = await guest.until("Welcome")
+    assert line == (
+        "Welcome, gus! You are a guest (not registered). You are in #lobby. "
+        "Type /help for commands."
+    )
+    alice, welcome = await registered(connect)
+    await gone(chat, alice, welcome["user"]["id"])
+    back = await connect(session=welcome["session"])
+    assert "You are logged in (registered)." in await back.until("Welcome")
+
+
+async def test_a_full_hash_queue_answers_busy(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the node's cap of queued password hashes a login command gets
+    `busy` and a first-frame login is closed 1013 (try again); nothing breaks
+    and the next attempt works once there is room."""
+    await registered(connect)
+    monkeypatch.setattr(accounts.HASH_QUEUE, "limit", 0)
+    guest = await connect(json=True)
+    await welcome_of(guest)
+    await guest.send_json(type="login", name="alice", password=PASSWORD)
+    error = await guest.until_type("error")
+    assert error["code"] == "busy"
+    assert "try again" in error["message"]
+    framed = await first_frame_login(connect, "alice", PASSWORD)
+    code, reason = await framed.closed()
+    assert code == 1013
+    assert "busy" in reason
+    monkeypatch.setattr(accounts.HASH_QUEUE, "limit", 1)
+    peers = [await connect(json=True) for _ in range(12)]
+    for peer in peers:
+        await welcome_of(peer)
+    await asyncio.gather(
+        *(p.send_json(type="login", name=f"n{i}", password="x" * 9) for i, p in enumerate(peers))
+    )
+    codes = {(await peer.until_type("error"))["code"] for peer in peers}
+    assert "busy" in codes
+    assert codes <= {"busy", "login_failed"}
+    assert accounts.HASH_QUEUE.jobs == 0
+    await guest.send_json(type="login", name="alice", password=PASSWORD)
+    assert (await guest.until_type("identified"))["identity"] == "registered"
+
+
+async def test_register_password_and_unregister_are_rate_limited(
+    chat: ChatServer, connect: Connect
+) -> None:
+    """Registrations count per name and address like logins, successful or not;
+    wrong passwords of `password` and `unregister` count as failed logins."""
+    await chat.stop()
+    await chat.start(login_attempts=1)
+    alice, _ = await registered(connect)
+    await alice.send_json(type="unregister", password=PASSWORD)
+    assert (await alice.until_type("identified"))["identity"] == "guest"
+    await alice.send_json(type="register", password=PASSWORD)
+    error = await alice.until_type("error")
+    assert error["code"] == "register_rate_limited"
+    assert "try again in" in error["message"]
+    bob, _ = await registered(connect, "bob")
+    await bob.send_json(type="password", old="wrong password!", new="another password")
+    assert (await bob.until_type("error"))["code"] == "login_failed"
+    await bob.send_json(type="password", old=PASSWORD, new="another password")
+    assert (await bob.until_type("error"))["code"] == "login_rate_limited"
+    await bob.send_json(type="unregister", password=PASSWORD)
+    assert (await bob.until_type("error"))["code"] == "login_rate_limited"
+
+
+OLD_SCHEMA = """
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL, name TEXT NOT NULL,
+    rooms TEXT NOT NULL, expires REAL NOT NULL, identity TEXT NOT NULL DEFAULT 'guest',
+    allowed TEXT, subject TEXT, token_expires REAL
+);
+CREATE TABLE accounts (
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, user_id INTEGER NOT NULL,
+    password_hash TEXT NOT NULL, locked INTEGER NOT NULL, created REAL NOT NULL
+);
+"""
+
+
+async def test_accounts_and_sessions_from_before_generations_keep_working(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A database written before credential generations: its account logs in and
+    its registered session resumes as the account."""
+    settings = make_settings(tmp_path)
+    token = new_token()
+    with sqlite3.connect(settings.db) as db:
+        db.executescript(OLD_SCHEMA)
+        row = ("alice", "alice", 7, PasswordHasher().hash(PASSWORD), 0, time.time())
+        db.execute("INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?)", row)
+        session = (hash_token(token), 7, "alice", '["lobby"]', time.time() + 3600, "registered")
+        db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL)", session)
+    db.close()
+    chat = ChatServer(settings)
+    await chat.start()
+    try:
+        peer = Peer(await http.ws_connect(chat.url(session=token), protocols=("chat.v1",)))
+        back = await welcome_of(peer)
+        assert (back["resumed"], back["identity"], back["user"]["id"]) == (True, "registered", 7)
+        await peer.close()
+        login = Peer(await http.ws_connect(chat.url(auth="frame"), protocols=("chat.v1",)))
+        await login.send_json(type="auth", name="alice", password=PASSWORD)
+        assert (await welcome_of(login))["identity"] == "registered"
+        await login.close()
+    finally:
+        await chat.stop()

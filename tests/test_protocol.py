@@ -8,14 +8,18 @@ import pytest
 
 from chatserver.errors import CommandError
 from chatserver.protocol import (
+    ChangePassword,
     Join,
     JoinEvent,
     Leave,
     LeaveEvent,
+    Login,
     MessageEvent,
     Nick,
+    Register,
     Rendered,
     SendMessage,
+    Unregister,
     User,
     Who,
     encode_json,
@@ -46,6 +50,18 @@ def test_text_lines_become_commands() -> None:
     assert parse_text_command("/who", "dev") == Who(room="dev")
     with pytest.raises(CommandError, match="usage"):
         parse_text_command("/nick", None)
+
+
+def test_text_account_commands_keep_the_spaces_of_passwords() -> None:
+    """Only the one space after the verb (and after NAME or OLD) separates: the
+    password keeps its own leading and trailing spaces."""
+    assert parse_text_command("/register  two  ", None) == Register(password=" two  ")
+    assert parse_text_command("/unregister pw ", None) == Unregister(password="pw ")
+    assert parse_text_command("/login  bob  pw ", None) == Login(name="bob", password=" pw ")
+    assert parse_text_command("/password old  new ", None) == ChangePassword(old="old", new=" new ")
+    for line in ("/register", "/register ", "/login bob", "/login bob ", "/password old"):
+        with pytest.raises(CommandError, match="usage"):
+            parse_text_command(line, None)
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,13 @@ from typing import Any
 
 import aiohttp
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import ChatServer, Connect, Peer, ServerProcess, both_modes
+from chatserver.app import create_app
+from chatserver.errors import SettingsError
+from tests.conftest import ChatServer, Connect, Peer, ServerProcess, both_modes, make_settings
 from tests.test_accounts import gone
 
 chat_mode = both_modes()
@@ -219,3 +222,63 @@ async def test_audience_is_checked_when_configured(chat: ChatServer, connect: Co
     assert await refused(connect, mint()) == (4401, "token has no 'aud' claim")
     peer = await connect(json=True, token=mint(aud="chat.example.com"))
     assert (await peer.until_type("welcome"))["identity"] == "token"
+
+
+async def test_resume_with_a_new_token_applies_its_rooms(
+    chat: ChatServer, connect: Connect
+) -> None:
+    """A resume that brings a newer token takes that token's ``rooms``: a room
+    it no longer lists is left, and joining it is refused."""
+    await with_tokens(chat)
+    first = await connect(json=True, token=mint(rooms=["lobby", "support"]), room="support")
+    welcome = await first.until_type("welcome")
+    await first.send_json(type="join", room="lobby")
+    await first.until_type("who")
+    await gone(chat, first, welcome["user"]["id"])
+    back = await connect(json=True, session=welcome["session"], token=mint(rooms=["lobby"]))
+    again = await back.until_type("welcome")
+    assert (again["resumed"], again["rooms"]) == (True, ["lobby"])
+    await back.send_json(type="join", room="support")
+    assert (await back.until_type("error"))["code"] == "room_forbidden"
+    await gone(chat, back, welcome["user"]["id"])
+    moved = await connect(json=True, session=welcome["session"], token=mint(rooms=["help"]))
+    assert (await moved.until_type("welcome"))["rooms"] == ["help"]
+
+
+async def test_token_with_an_invalid_room_closes_4401(chat: ChatServer, connect: Connect) -> None:
+    """A token whose ``rooms`` names a room that cannot exist is refused as a
+    whole, at connect and on refresh."""
+    await with_tokens(chat)
+    assert await refused(connect, mint(rooms=["no such room!"])) == (4401, "token rooms invalid")
+    peer = await connect(json=True, token=mint())
+    await peer.until_type("welcome")
+    await peer.send_json(type="refresh", token=mint(rooms=["lobby", "../etc"]))
+    error = await peer.until_type("error")
+    assert (error["code"], error["message"]) == ("token_invalid", "token rooms invalid")
+
+
+async def test_who_of_a_room_the_token_forbids_is_refused(
+    chat: ChatServer, connect: Connect
+) -> None:
+    """`who` of a room the token's ``rooms`` does not list gets room_forbidden."""
+    await with_tokens(chat)
+    insider = await connect(json=True, token=mint(sub="staff-1", name="Sam"), room="support")
+    await insider.until_type("welcome")
+    peer = await connect(json=True, token=mint(rooms=["lobby"]))
+    await peer.until_type("welcome")
+    await peer.send_json(type="who", room="support")
+    assert (await peer.until_type("error"))["code"] == "room_forbidden"
+    await peer.send_json(type="who", room="lobby")
+    assert (await peer.until_type("who"))["room"] == "lobby"
+
+
+@pytest.mark.parametrize("curve", [ec.SECP384R1(), ec.SECP256K1()])
+def test_es256_refuses_keys_on_other_curves(tmp_path: Path, curve: ec.EllipticCurve) -> None:
+    """Only a P-256 key verifies ES256: another curve is a settings error at start."""
+    pem = (
+        ec.generate_private_key(curve)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(SettingsError, match=r"ES256 needs a P-256 \(secp256r1\) key"):
+        create_app(make_settings(tmp_path, token_public_key=pem.decode()))

@@ -479,7 +479,7 @@
   function onIdentified(event) {
     me = event.user;
     identity = event.identity;
-    if (event.session) setSession(event.session); // a login's token: the guest's one has ended
+    if (event.session) setSession(event.session); // a login's or registration's token: the guest's one has ended
     const done = pending ? pending.kind : null;
     if (done) closeDialog(done);
     if (identity === "registered") {
