@@ -53,5 +53,10 @@ def test_wheel_builds_without_warnings_and_holds_templates_and_static_files(
         "cli_client.py",
         "chatserver/__main__.py",
     }
+    # Every data file the code loads at run time, found in the tree rather than
+    # listed (the Lua scripts Redis mode loads were missing from the wheel).
+    for pattern in ("chatserver/lua/*.lua", "chatserver/static/*", "dashboard/*/*.*"):
+        expected |= {path.relative_to(REPO).as_posix() for path in REPO.glob(pattern)}
+    expected = {name for name in expected if "__pycache__" not in name}
     assert expected <= names, sorted(expected - names)
     assert not [name for name in names if name.startswith(("tests/", "benchmarks/"))]
