@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,19 +279,25 @@ class Soak:
         start = time.monotonic()
         until = start + self.seconds
         await self.server.start()
+        clients, victims = await self._drive(start, until, self._restart(start))
+        await self.server.stop()
+        return self._check(clients, victims)
+
+    async def _drive(
+        self, start: float, until: float, *faults: Awaitable[None]
+    ) -> tuple[list[Client], list[Client]]:
+        """Run every client and the victims until ``until``, with the progress
+        samples, the operator and ``faults`` (the restarts) alongside."""
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as self.session:
             clients = [Client(i, self) for i in range(self.clients)]
             victims = [Client(self.clients + i, self, victim=True) for i in range(self.victims)]
             tasks = [asyncio.create_task(c.run(until)) for c in clients + victims]
             await asyncio.gather(
-                self._progress(start, until),
-                self._operator(victims, start),
-                self._restart(start),
+                self._progress(start, until), self._operator(victims, start), *faults
             )
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self.server.stop()
-        return self._check(clients, victims)
+        return clients, victims
 
     async def _progress(self, start: float, until: float) -> None:
         while (now := time.monotonic()) < until:

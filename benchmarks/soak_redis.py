@@ -70,18 +70,9 @@ class RedisSoak(Soak):
         until = start + self.seconds
         await self.redis.start()
         await asyncio.gather(*(node.start() for node in self.nodes.values()))
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as self.session:
-            clients = [Client(i, self) for i in range(self.clients)]
-            victims = [Client(self.clients + i, self, victim=True) for i in range(self.victims)]
-            tasks = [asyncio.create_task(c.run(until)) for c in clients + victims]
-            await asyncio.gather(
-                self._progress(start, until),
-                self._operator(victims, start),
-                self._restart_node(start),
-                self._restart_redis(start),
-            )
-            await asyncio.gather(*tasks, return_exceptions=True)
+        clients, victims = await self._drive(
+            start, until, self._restart_node(start), self._restart_redis(start)
+        )
         for name, node in self.nodes.items():
             if code := await node.stop():
                 self.totals.problem(f"node {name}: SIGTERM exit status {code} at the end")

@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio.client import Pipeline
 
 from .modstore import RECENT_AUDIT, Active, AuditEntry, Ban, Mute
 from .redis_link import RedisLink
+
+_Item = TypeVar("_Item", Ban, Mute)
 
 _KINDS = {"ban": "bans", "mute": "mutes"}
 
@@ -50,20 +52,19 @@ class RedisModerationStore:
         return Active(bans, mutes, audit[::-1])
 
     async def add_ban(self, ban: Ban, audit: AuditEntry) -> tuple[Ban, AuditEntry]:
-        ban_id, audit_id = await self._ids("bans")
-        stored = dataclasses.replace(ban, id=ban_id)
-        entry = dataclasses.replace(audit, id=audit_id)
-        await self._write(
-            "ban", entry, lambda pipe: pipe.hset(self._key("bans"), str(ban_id), _json(stored))
-        )
-        return stored, entry
+        return await self._add("bans", ban, audit)
 
     async def add_mute(self, mute: Mute, audit: AuditEntry) -> tuple[Mute, AuditEntry]:
-        mute_id, audit_id = await self._ids("mutes")
-        stored = dataclasses.replace(mute, id=mute_id)
+        return await self._add("mutes", mute, audit)
+
+    async def _add(self, table: str, item: _Item, audit: AuditEntry) -> tuple[_Item, AuditEntry]:
+        """Store a ban or mute under fresh ids, with its audit entry, at once."""
+        item_id, audit_id = await self._ids(table)
+        stored = dataclasses.replace(item, id=item_id)
         entry = dataclasses.replace(audit, id=audit_id)
+        what = table[:-1]  # "ban", "mute": what a failure names
         await self._write(
-            "mute", entry, lambda pipe: pipe.hset(self._key("mutes"), str(mute_id), _json(stored))
+            what, entry, lambda pipe: pipe.hset(self._key(table), str(item_id), _json(stored))
         )
         return stored, entry
 

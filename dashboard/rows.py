@@ -316,11 +316,7 @@ def metric_counts(hub: Hub) -> Row:
         buffered += conn.buffer_fill()
         bytes_out += conn.bytes_out
     return {
-        "connections": len(hub.connections),
-        "users": len(hub.users),
-        "rooms": len(hub.rooms),
-        "messages_in": hub.messages_in,
-        "deliveries": hub.deliveries,
+        **hub_counts(hub),
         "bytes_out": bytes_out,
         "buffered": buffered,
         "close_codes": dict(hub.close_codes),
@@ -336,13 +332,20 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def server_stats(hub: Hub, in_rate: float, out_rate: float, node: str) -> Row:
+def hub_counts(hub: Hub) -> Row:
+    """The hub's own counters, shared by /metrics and the dashboard's stats."""
     return {
         "connections": len(hub.connections),
         "users": len(hub.users),
         "rooms": len(hub.rooms),
         "messages_in": hub.messages_in,
         "deliveries": hub.deliveries,
+    }
+
+
+def server_stats(hub: Hub, in_rate: float, out_rate: float, node: str) -> Row:
+    return {
+        **hub_counts(hub),
         "in_rate": round(in_rate, 1),
         "out_rate": round(out_rate, 1),
         "started": round(hub.started, 3),
