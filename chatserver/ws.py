@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
+import secrets
 import struct
 import time
 from dataclasses import dataclass, field
@@ -636,6 +638,13 @@ def _report_failure(
         _error(conn, "internal_error", "the message could not be stored", ref)
 
 
+# Server-made idempotency keys need to be unique across the cluster, not
+# unguessable: a random prefix per process and a counter, instead of an
+# os.urandom call for every message.
+_KEY_PREFIX = secrets.token_hex(8)
+_key_serial = itertools.count(1)
+
+
 def _message_key(conn: Connection, command: SendMessage) -> str:
     """The idempotency key of a message: the client's ``ref`` if it gave one, else
     one made here (a retry inside the Redis client must not store a copy)."""
@@ -643,7 +652,7 @@ def _message_key(conn: Connection, command: SendMessage) -> str:
         # With the text: a client that reuses refs for new messages loses none.
         digest = hashlib.sha256(command.text.encode("utf-8", "replace")).hexdigest()[:16]
         return f"{conn.user.id}:{command.ref}:{digest}"
-    return new_token()
+    return f"{_KEY_PREFIX}:{next(_key_serial)}"
 
 
 def _room_or_current(conn: Connection, room: str | None) -> str:

@@ -156,9 +156,17 @@ def test_section_says_not_measured_when_our_redis_mode_does_not_start() -> None:
     """No MET or MISSED for targets whose runs could not happen: NOT MEASURED, with the reason."""
     peer: Runs[ClusterResult] = Runs()
     reason = "chatserver: Redis mode is not implemented"
-    runs = ClusterRuns(Runs(), Runs(), peer, Runs(), reason, None)
+    runs = ClusterRuns(
+        throughput=Runs(),
+        equal=Runs(),
+        small=Runs(),
+        light=peer,
+        background=Runs(),
+        ours_missing=reason,
+        redis_missing=None,
+    )
     section = render_cluster(quick_plan(), runs)
     assert "Redis mode is not implemented" in section
     assert "MISSED" not in section
     assert "MET" not in section.replace("NOT MEASURED", "")
-    assert section.count("NOT MEASURED") == 5
+    assert section.count("NOT MEASURED") == 6
