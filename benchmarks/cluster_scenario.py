@@ -98,7 +98,7 @@ def full_plan() -> ClusterPlan:
 
 
 def quick_plan() -> ClusterPlan:
-    """One short run of each, to check the machinery (under 2 minutes)."""
+    """One short run of each, to check the machinery (about 2 minutes)."""
     return ClusterPlan(
         reps=1,
         throughput=ClusterLoad(members=200, window=32, duration=3.0, drain_timeout=5.0),
