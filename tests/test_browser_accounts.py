@@ -395,6 +395,43 @@ async def test_unregister_makes_a_guest_and_log_out_forgets_the_session(
     await bob.close()
 
 
+async def test_every_dialog_refuses_an_incomplete_form_in_words_and_sends_nothing(
+    chromium: Browser, chat: ChatServer, http: aiohttp.ClientSession
+) -> None:
+    """Enter on an empty Log in, Register, Change password or Unregister form
+    says what is missing in the dialog, which stays open, and nothing reaches
+    the server: the page stays a guest, then stays registered."""
+    await chat.start()
+    tab = await ChatPage.open(chromium, chat)
+    page = tab.page
+    await tab.connect("eve")
+
+    async def refused(kind: str, fields: dict[str, str], submit_in: str, words: str) -> None:
+        await page.click(f"#{kind}-button")
+        await tab.until_dialog(kind)
+        await fill_dialog(page, fields, submit_in)
+        await page.wait_for_selector(f"#{kind}-error:text-is('{words}')")
+        assert await tab.dialog_open(kind)
+        assert await page.is_enabled(f"#{kind}-submit")
+        await page.keyboard.press("Escape")
+        await tab.until_dialog(kind, "hidden")
+
+    await refused("login", {}, "#login-name", "Enter the registered name and its password.")
+    await refused(
+        "register", {"#register-name": ""}, "#register-name", "Choose the name to register."
+    )
+    assert await tab.identity() == ("guest", "eve")
+
+    await register_from_dialog(tab)
+    await refused("password", {}, "#password-old", "Enter your current password and a new one.")
+    await refused("unregister", {}, "#unregister-password", "Enter your password.")
+    assert await tab.identity() == ("registered", "eve")
+    guest = await welcomed(http, chat, name="eve")
+    assert (await guest.until_type("error"))["code"] == "name_registered"  # still registered
+    assert tab.dialogs == []
+    await guest.close()
+
+
 # ---------------------------------------------------------------- policies
 
 

@@ -36,6 +36,15 @@ async def welcome(http: aiohttp.ClientSession, url: str) -> dict[str, object]:
         return event
 
 
+async def stopped_output(server: ServerProcess) -> str:
+    """Stop ``server`` (SIGTERM, exit 0) and return everything it printed."""
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait, 10) == 0
+    assert server.proc is not None
+    assert server.proc.stdout is not None
+    return "".join(server.output) + server.proc.stdout.read()
+
+
 async def test_a_resume_leaves_no_token_in_the_log(
     server_process: Callable[..., ServerProcess], http: aiohttp.ClientSession
 ) -> None:
@@ -51,11 +60,7 @@ async def test_a_resume_leaves_no_token_in_the_log(
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with http.get(f"{base}/admin/api/stats?token={ADMIN_TOKEN}", headers=headers) as api:
         assert api.status == 200
-    server.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(server.wait, 10) == 0
-    assert server.proc is not None
-    assert server.proc.stdout is not None
-    output = "".join(server.output) + server.proc.stdout.read()
+    output = await stopped_output(server)
     assert "session=***" in output  # the access log did log the resume
     assert token not in output
     assert ADMIN_TOKEN not in output
@@ -77,11 +82,7 @@ async def test_percent_encoded_secret_names_are_masked_in_the_access_log(
     page = URL(f"http://127.0.0.1:{server.port}/?%74oken={secret}&%6Bey={secret}", encoded=True)
     async with http.get(page) as response:
         assert response.status == 200
-    server.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(server.wait, 10) == 0
-    assert server.proc is not None
-    assert server.proc.stdout is not None
-    output = "".join(server.output) + server.proc.stdout.read()
+    output = await stopped_output(server)
     assert "%73ession=***" in output
     assert "%74oken=***" in output
     assert token not in output

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -628,19 +628,32 @@ class FreezingProxy:
             await self.server.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def behind_a_freezing_proxy(
+    redis_server: RedisServer, server_process: StartNode
+) -> AsyncIterator[tuple[FreezingProxy, ServerProcess, ServerProcess]]:
+    """A node on Redis itself and a node whose Redis is behind a FreezingProxy."""
+    proxy = FreezingProxy(redis_server.port)
+    port = await proxy.start()
+    talker = start_node(server_process, redis_server, 0)
+    proxied = RedisServer(redis_server.directory)
+    proxied.port = port
+    # In a thread: the proxy runs on this loop, which must not block meanwhile.
+    listener = await asyncio.to_thread(start_node, server_process, proxied, 1)
+    try:
+        yield proxy, talker, listener
+    finally:
+        await asyncio.to_thread(listener.stop)
+        await proxy.stop()
+
+
 async def test_a_silent_subscription_is_noticed_and_nothing_is_missed(
     redis_server: RedisServer, server_process: StartNode, http: aiohttp.ClientSession
 ) -> None:
     """When a node's subscription stays connected but delivers nothing, its own
     probe notices, it resubscribes, and its members get every message."""
-    proxy = FreezingProxy(redis_server.port)
-    port = await proxy.start()
-    talker_node = start_node(server_process, redis_server, 0)
-    proxied = RedisServer(redis_server.directory)
-    proxied.port = port
-    # In a thread: the proxy runs on this loop, which must not block meanwhile.
-    listener_node = await asyncio.to_thread(start_node, server_process, proxied, 1)
-    try:
+    pair = behind_a_freezing_proxy(redis_server, server_process)
+    async with pair as (proxy, talker_node, listener_node):
         receiver = await peer(http, listener_node, name="receiver")
         sender = await peer(http, talker_node, name="sender")
         await send(sender, "before")
@@ -651,9 +664,6 @@ async def test_a_silent_subscription_is_noticed_and_nothing_is_missed(
         got = await messages(receiver, 5, timeout=20)
         assert [m["text"] for m in got] == [f"during {n}" for n in range(5)]
         assert [m["id"] for m in got] == [2, 3, 4, 5, 6]
-    finally:
-        await asyncio.to_thread(listener_node.stop)
-        await proxy.stop()
 
 
 async def test_a_connect_storm_on_one_node_is_welcomed_whole(
@@ -718,13 +728,8 @@ async def test_a_resume_during_a_nodes_gap_fill_gets_no_id_twice(
     """A client resumes on a node whose subscription missed messages: the replay
     sends them, and the node's later gap fill must not send them again (found by
     the Redis soak: id 8 replayed, then delivered live once more)."""
-    proxy = FreezingProxy(redis_server.port)
-    port = await proxy.start()
-    talker_node = start_node(server_process, redis_server, 0)
-    proxied = RedisServer(redis_server.directory)
-    proxied.port = port
-    listener_node = await asyncio.to_thread(start_node, server_process, proxied, 1)
-    try:
+    pair = behind_a_freezing_proxy(redis_server, server_process)
+    async with pair as (proxy, talker_node, listener_node):
         stayer = await peer(http, listener_node, name="stayer")  # keeps the room tracked
         roamer = await peer(http, listener_node, name="roamer")
         sender = await peer(http, talker_node, name="sender")
@@ -746,9 +751,6 @@ async def test_a_resume_during_a_nodes_gap_fill_gets_no_id_twice(
         await messages(stayer, 3, timeout=20)  # the fill has run
         got = await messages(back, 1, timeout=20)
         assert [m["text"] for m in got] == ["after"], "no replayed id again"
-    finally:
-        await asyncio.to_thread(listener_node.stop)
-        await proxy.stop()
 
 
 async def test_kick_by_name_or_user_id_reaches_another_node(

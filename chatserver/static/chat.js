@@ -379,15 +379,21 @@
     return Boolean(socket && socket.readyState === WebSocket.OPEN && me);
   }
 
+  // Start a dialog's command unless one of `refusals` ([refused, words]) holds:
+  // the first that does is shown in the dialog instead.
+  function begin(kind, refusals) {
+    const refused = refusals.find(([holds]) => holds);
+    dialogError(kind, refused ? refused[1] : "");
+    if (!refused) setBusy(kind, true);
+    return !refused;
+  }
+
   function submitLogin() {
     const name = $("login-name").value.trim();
     const password = $("login-password").value;
-    if (!name || !password) {
-      dialogError("login", "Enter the registered name and its password.");
+    if (!begin("login", [[!name || !password, "Enter the registered name and its password."]])) {
       return;
     }
-    dialogError("login", "");
-    setBusy("login", true);
     pending = { kind: "login", name };
     if (connected()) {
       send({ type: "login", name, password, ref: "account:login" });
@@ -401,20 +407,12 @@
   function submitRegister() {
     const name = $("register-name").value.trim();
     const password = $("register-password").value;
-    if (!name) {
-      dialogError("register", "Choose the name to register.");
-      return;
-    }
-    if (password !== $("register-confirm").value) {
-      dialogError("register", "The two passwords do not match.");
-      return;
-    }
-    if (!connected()) {
-      dialogError("register", "Connect first, then register your name.");
-      return;
-    }
-    dialogError("register", "");
-    setBusy("register", true);
+    const refusals = [
+      [!name, "Choose the name to register."],
+      [password !== $("register-confirm").value, "The two passwords do not match."],
+      [!connected(), "Connect first, then register your name."],
+    ];
+    if (!begin("register", refusals)) return;
     pending = { kind: "register", name, password };
     if (name === me.name) {
       send({ type: "register", password, ref: "account:register" });
@@ -429,36 +427,23 @@
   function submitPassword() {
     const old = $("password-old").value;
     const fresh = $("password-new").value;
-    if (!old || !fresh) {
-      dialogError("password", "Enter your current password and a new one.");
-      return;
-    }
-    if (fresh !== $("password-confirm").value) {
-      dialogError("password", "The two new passwords do not match.");
-      return;
-    }
-    if (!connected()) {
-      dialogError("password", "Connect first, then change your password.");
-      return;
-    }
-    dialogError("password", "");
-    setBusy("password", true);
+    const refusals = [
+      [!old || !fresh, "Enter your current password and a new one."],
+      [fresh !== $("password-confirm").value, "The two new passwords do not match."],
+      [!connected(), "Connect first, then change your password."],
+    ];
+    if (!begin("password", refusals)) return;
     pending = { kind: "password" };
     send({ type: "password", old, new: fresh, ref: "account:password" });
   }
 
   function submitUnregister() {
     const password = $("unregister-password").value;
-    if (!password) {
-      dialogError("unregister", "Enter your password.");
-      return;
-    }
-    if (!connected()) {
-      dialogError("unregister", "Connect first, then unregister your name.");
-      return;
-    }
-    dialogError("unregister", "");
-    setBusy("unregister", true);
+    const refusals = [
+      [!password, "Enter your password."],
+      [!connected(), "Connect first, then unregister your name."],
+    ];
+    if (!begin("unregister", refusals)) return;
     pending = { kind: "unregister" };
     send({ type: "unregister", password, ref: "account:unregister" });
   }
