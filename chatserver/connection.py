@@ -172,6 +172,12 @@ class Connection:
     def name(self) -> str:
         return self.user.name
 
+    def cancel_expiry(self) -> None:
+        """Stop the token-expiry timer, if one runs (chatserver/expiry.py)."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+
     def send(self, rendered: Rendered) -> None:
         """Queue one broadcast event in this connection's dialect (hot path)."""
         if self.held is not None:

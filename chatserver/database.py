@@ -102,3 +102,12 @@ def in_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
             db.execute("ROLLBACK")
         raise
     return result
+
+
+def add_missing_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Migrate a table made by an older version: add each of ``columns``
+    (name: SQL type and default) that it lacks."""
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for column, kind in columns.items():
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")

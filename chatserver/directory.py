@@ -23,7 +23,7 @@ from typing import Protocol
 
 from .accounts import Account, LoginLimiter, LoginLimits
 from .batching import Batcher
-from .database import WRITE_FAILURES, Database, in_transaction
+from .database import WRITE_FAILURES, Database, add_missing_columns, in_transaction
 from .health import Health
 from .protocol import User, name_key
 
@@ -379,11 +379,8 @@ class LocalDirectory:
 
 def _open_sync(db: sqlite3.Connection) -> int:
     db.executescript(SCHEMA)
-    for table, added in (("sessions", SESSION_COLUMNS), ("accounts", ACCOUNT_COLUMNS)):
-        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        for column, kind in added.items():
-            if column not in columns:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    add_missing_columns(db, "sessions", SESSION_COLUMNS)
+    add_missing_columns(db, "accounts", ACCOUNT_COLUMNS)
     # The room log's table (opened first) counts too: messages carry user ids.
     sources = [
         "SELECT MAX(user_id) FROM accounts",

@@ -28,17 +28,11 @@ EXPIRED = "token expired"
 
 def schedule(conn: Connection, hub: Hub) -> None:
     """(Re)arm the close at ``conn.token_expires`` plus the leeway."""
-    cancel(conn)
+    conn.cancel_expiry()
     if conn.token_expires is None:
         return
     delay = max(0.0, conn.token_expires + hub.settings.token_leeway - time.time())
     conn.expiry = asyncio.get_running_loop().call_later(delay, _expire, conn, hub)
-
-
-def cancel(conn: Connection) -> None:
-    if conn.expiry is not None:
-        conn.expiry.cancel()
-        conn.expiry = None
 
 
 def _expire(conn: Connection, hub: Hub) -> None:

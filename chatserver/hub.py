@@ -170,7 +170,7 @@ class Hub:
         )
         self.save_session(conn)
         self._notify("update", conn)
-        if self.restrictions.find_ban(name, conn.remote, conn.user.id, conn.subject):
+        if self.ban_of(conn) is not None:
             # After the nick notice has gone out: the new name is banned.
             asyncio.get_running_loop().call_soon(self.enforce_bans)
 
@@ -371,13 +371,19 @@ class Hub:
 
     def enforce_bans(self) -> int:
         """Close this node's connections that a ban now covers; how many."""
-        closed = 0
-        for conn in list(self.connections.values()):
-            ban = self.restrictions.find_ban(conn.name, conn.remote, conn.user.id, conn.subject)
-            if ban is not None and not conn.closed:
-                self.ban_kick(conn, ban.close_reason(), ban.reason)
-                closed += 1
-        return closed
+        return sum(self.enforce_ban(conn) for conn in list(self.connections.values()))
+
+    def enforce_ban(self, conn: Connection) -> bool:
+        """Close ``conn`` (4501) if a ban covers it now; whether it did."""
+        ban = self.ban_of(conn)
+        if ban is None or conn.closed:
+            return False
+        self.ban_kick(conn, ban.close_reason(), ban.reason)
+        return True
+
+    def ban_of(self, conn: Connection) -> Ban | None:
+        """The ban in force for ``conn``'s name, address, user or token subject."""
+        return self.restrictions.find_ban(conn.name, conn.remote, conn.user.id, conn.subject)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -388,6 +394,7 @@ class Hub:
 
     def disconnect(self, conn: Connection, reason: str, detail: str | None = None) -> None:
         """Remove a connection from all state and tell its rooms why (idempotent)."""
+        conn.cancel_expiry()
         if self.connections.pop(conn.conn_id, None) is None:
             return
         self.directory.unregister(conn.conn_id)

@@ -1,7 +1,8 @@
 """Bans, mutes, kicks, announcements and the audit log of operator actions.
 
-:class:`Restrictions` answers the hub's two hot-path questions, ``ban_reason``
-(on connect) and ``mute_reason`` (on every message), from memory: the active
+:class:`Restrictions` answers the hub's two hot-path questions, ``find_ban``
+(on connect and on every change of name) and ``mute_reason`` (on every
+message), from memory: the active
 bans and mutes, loaded from the moderation store and reloaded when any node
 changes them. :class:`Moderation` carries out operator actions: each is
 written to the store together with its audit entry first (a failed write
@@ -183,11 +184,6 @@ class Restrictions:
                 self.changed(what)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ hot paths
-
-    def ban_reason(self, name: str, address: str) -> str | None:
-        """The close reason if ``name`` or ``address`` is banned now, else None."""
-        ban = self.find_ban(name, address)
-        return None if ban is None else ban.close_reason()
 
     def find_ban(
         self, name: str, address: str, user_id: int | None = None, subject: str | None = None

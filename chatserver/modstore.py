@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from .database import WRITE_FAILURES, Database, in_transaction
+from .database import WRITE_FAILURES, Database, add_missing_columns, in_transaction
 from .errors import Unavailable
 
 T = TypeVar("T")
@@ -290,10 +290,7 @@ class SqliteModerationStore:
 
 def _open_sync(db: sqlite3.Connection) -> None:
     db.executescript(SCHEMA)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(bans)")}
-    for column, kind in BAN_COLUMNS.items():
-        if column not in columns:
-            db.execute(f"ALTER TABLE bans ADD COLUMN {column} {kind}")
+    add_missing_columns(db, "bans", BAN_COLUMNS)
 
 
 def _insert_audit(db: sqlite3.Connection, audit: AuditEntry) -> AuditEntry:

@@ -111,9 +111,13 @@ class RedisDirectory:
         key, holder = name_key(name), self._holder(user_id, conn_id)
         if self.claims.get(key) == holder:
             del self.claims[key]
-        script = self.link.scripts["release_name"]
         redis_key = self._name_key(key)
-        self.link.later("release name", lambda pipe: script([redis_key], [holder], client=pipe))
+        # By SHA, like appends: a script object would make the shared write
+        # batch ask SCRIPT EXISTS first (NOSCRIPT is handled by the batch).
+        self.link.later(
+            "release name",
+            lambda pipe: self.link.evalsha(pipe, "release_name", [redis_key], [holder]),
+        )
 
     async def name_free(self, name: str, user_id: int) -> bool:
         key = self._name_key(name_key(name))

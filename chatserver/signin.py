@@ -15,7 +15,7 @@ from typing import Final
 import msgspec
 from aiohttp import WSMsgType, web
 
-from .accounts import Identity
+from .accounts import Account, Identity
 from .broker import CloseUser
 from .connection import Connection
 from .directory import SessionRecord
@@ -64,7 +64,8 @@ class SignedIn:
     allowed_rooms: list[str] | None = None
     subject: str | None = None  # a token's ``sub``
     expires: float | None = None  # a token's ``exp``
-    password_hash: str = ""  # a login's: a reset meanwhile changes it
+    # A login's: a reset meanwhile changes it. Not in the repr, like any secret.
+    password_hash: str = dataclasses.field(default="", repr=False)
     generation: int = 0  # a login's account credential generation
 
 
@@ -126,29 +127,29 @@ async def sign_in(
     )
 
 
-async def session_current(hub: Hub, record: SessionRecord) -> bool:
+def session_current(record: SessionRecord, account: Account | None) -> bool:
     """Whether a registered session was saved under its account's current
-    credential generation. A reset, lock or password change replaces the
-    generation, so a record that a live connection on another node saved again
-    after its tokens were ended cannot resume as that account. A session whose
-    name is no longer its account's stays current (it resumes as a guest)."""
+    credential generation (``account``: the one of the record's name). A reset,
+    lock or password change replaces the generation, so a record that a live
+    connection on another node saved again after its tokens were ended cannot
+    resume as that account. A session whose name is no longer its account's
+    stays current (it resumes as a guest)."""
     if record.identity != "registered":
         return True
-    account = await hub.directory.account(record.name)
     if account is None or account.user_id != record.user_id:
         return True
     return account.generation == record.generation
 
 
-async def check_resumed(
-    hub: Hub, record: SessionRecord, renewed: bool = False
+def check_resumed(
+    settings: Settings, record: SessionRecord, account: Account | None, renewed: bool
 ) -> tuple[Identity, bool]:
-    """How a resumed session is identified now, and whether its name is still
-    its own (False: someone else registered it). A token user's session does
-    not outlive the token (``renewed``: the client brought a new one)."""
-    if record.identity == "token" and not renewed and token_expired(record, hub.settings):
+    """How a resumed session is identified now (``account``: the one of the
+    record's name), and whether its name is still its own (False: someone else
+    registered it). A token user's session does not outlive the token
+    (``renewed``: the client brought a new one)."""
+    if record.identity == "token" and not renewed and token_expired(record, settings):
         raise SignInRefused("token expired")
-    account = await hub.directory.account(record.name)
     mine = account is not None and account.user_id == record.user_id
     if mine and account is not None and account.locked:
         raise SignInRefused("this account is locked")

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES: Final = 4096  # before any parsing: a token is a few hundred bytes
 MAX_SUBJECT_CHARS: Final = 200
-LEEWAY: Final = 30.0  # default seconds of clock difference between the site and us
 HMAC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
 
 
@@ -53,9 +52,7 @@ class TokenClaims:
 class TokenVerifier:
     """Checks tokens against the one key the operator configured."""
 
-    def __init__(
-        self, key: Any, algorithms: list[str], audience: str = "", leeway: float = LEEWAY
-    ) -> None:
+    def __init__(self, key: Any, algorithms: list[str], audience: str, leeway: float) -> None:
         self._key = key
         self.algorithms = algorithms
         self.audience = audience

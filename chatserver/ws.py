@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import expiry
-from .accounts import Identity
+from .accounts import Account, Identity
 from .connection import Connection, pin_kernel_send_buffer
 from .directory import SessionRecord
 from .errors import CommandError, Unavailable
@@ -136,7 +136,6 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         if ws.prepared and (conn is None or conn.closing is None):
             _count_close(hub, ws)  # hub.close counts the closes the server starts
         if conn is not None:
-            expiry.cancel(conn)
             hub.disconnect(conn, reason)
             if conn.closing is not None:
                 # Returning would tear the socket down under the close frame.
@@ -190,9 +189,11 @@ async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> 
     query = request.query
     token = query.get("session", "")
     record = await hub.directory.load_session(hash_token(token)) if token else None
-    if record is not None and (
-        record.expires < time.time() or not await session_current(hub, record)
-    ):
+    if record is not None and record.expires < time.time():
+        record = None
+    # Read once: whether the session is current and how it resumes both ask.
+    account = await hub.directory.account(record.name) if record is not None else None
+    if record is not None and not session_current(record, account):
         record = None
     if signed is not None and (record is None or record.user_id != signed.user_id):
         identity = await _new_identity(
@@ -203,7 +204,9 @@ async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> 
         identity.generation = signed.generation
         identity.rooms = _allowed(identity.rooms, signed.allowed_rooms)
         return identity
-    resumed = await _resumed_identity(hub, token, record, signed) if record is not None else None
+    resumed = (
+        await _resumed_identity(hub, token, record, account, signed) if record is not None else None
+    )
     if hub.settings.auth == "token" and (resumed is None or resumed.kind != "token"):
         raise SignInRefused("this chat needs a token from its site")
     if resumed is not None:
@@ -217,14 +220,14 @@ async def _identify(request: web.Request, hub: Hub, signed: SignedIn | None) -> 
 
 
 async def _resumed_identity(
-    hub: Hub, token: str, record: SessionRecord, signed: SignedIn | None
+    hub: Hub, token: str, record: SessionRecord, account: Account | None, signed: SignedIn | None
 ) -> _Identity:
     """The session of ``record``; ``signed``: credentials of the same user came
     too (a token user's new token then sets the session's end)."""
     user = User(record.user_id, record.name)
     notices: list[Event] = []
     renewed = signed is not None and signed.expires is not None
-    kind, name_mine = await check_resumed(hub, record, renewed)
+    kind, name_mine = check_resumed(hub.settings, record, account, renewed)
     if not name_mine or not await hub.directory.name_free(record.name, record.user_id):
         user = User(record.user_id, default_name(record.user_id))
         code = "name_taken" if name_mine else "name_registered"
@@ -298,13 +301,15 @@ async def _open(
     if last or history:
         conn.held = []
     await hub.add(conn)
-    if _banned_meanwhile(conn, hub) or await _account_gone(conn, hub, signed):
+    # A ban that reached this node while the directory calls of the connect ran
+    # was enforced on the live connections before this one was among them (say,
+    # a resume on one node while an operator bans the user on another).
+    if hub.enforce_ban(conn) or await _account_gone(conn, hub, signed):
         return conn
     expiry.schedule(conn, hub)
     try:
         await _greet(conn, hub, identity, last, history)
     except Unavailable:
-        expiry.cancel(conn)
         hub.disconnect(conn, "error")
         raise
     return conn
@@ -348,18 +353,6 @@ async def _account_gone(conn: Connection, hub: Hub, signed: SignedIn | None) -> 
     conn.session = ""  # nothing to resume: its tokens ended with the lock or reset
     hub.disconnect(conn, "kicked", reason)
     hub.close(conn, CLOSE_UNAUTHORIZED, reason)
-    return True
-
-
-def _banned_meanwhile(conn: Connection, hub: Hub) -> bool:
-    """Close ``conn`` if a ban covers it now. A ban that reached this node while
-    the directory calls of the connect ran was enforced on the live connections
-    before this one was among them (say, a resume on one node while an operator
-    bans the user on another)."""
-    ban = hub.restrictions.find_ban(conn.name, conn.remote, conn.user.id, conn.subject)
-    if ban is None:
-        return False
-    hub.ban_kick(conn, ban.close_reason(), ban.reason)
     return True
 
 
