@@ -298,25 +298,43 @@ THROUGHPUT_HEADERS = (
 )
 
 
+def middle_run(runs: Sequence[ClusterResult]) -> ClusterResult:
+    """The run of median deliveries/s (its CPU shares are shown)."""
+    return sorted(runs, key=lambda r: r.deliveries_per_s)[len(runs) // 2]
+
+
+def latency_cells(runs: Sequence[ClusterResult]) -> list[str]:
+    """Median p50 and p99."""
+    return [
+        report.micros(median(runs, lambda r: r.latency.p50_us)),
+        report.micros(median(runs, lambda r: r.latency.p99_us)),
+    ]
+
+
+def cpu_cells(runs: Sequence[ClusterResult], base: Sequence[ClusterResult]) -> list[str]:
+    """Each node's CPU per delivery, the worst ÷ ``base``'s, and how busy each node was."""
+    return [
+        " / ".join(f"{v:.2f}" for v in per_node_us(runs)),
+        report.ratio(worst_node_us(runs), worst_node_us(base)),
+        busy_and_sleeps(runs),
+    ]
+
+
 def throughput_row(
     cluster: Cluster, runs: list[ClusterResult], base: list[ClusterResult], peer: float
 ) -> list[str]:
     """One setup's medians under the closed loop."""
-    middle = sorted(runs, key=lambda r: r.deliveries_per_s)[len(runs) // 2]
     return [
         cluster.label,
         report.rate(rate(runs)),
         report.listing([r.deliveries_per_s for r in runs], report.rate),
-        report.micros(median(runs, lambda r: r.latency.p50_us)),
-        report.micros(median(runs, lambda r: r.latency.p99_us)),
+        *latency_cells(runs),
         str(sum(r.lost for r in runs)),
         str(sum(r.reordered for r in runs)),
-        " / ".join(f"{v:.2f}" for v in per_node_us(runs)),
-        report.ratio(worst_node_us(runs), worst_node_us(base)),
-        busy_and_sleeps(runs),
+        *cpu_cells(runs, base),
         f"{median(runs, lambda r: r.redis_commands_per_message):.2f}" if cluster.redis else "-",
         f"{median(runs, lambda r: r.redis_us_per_message):.1f}" if cluster.redis else "-",
-        shares(middle),
+        shares(middle_run(runs)),
         report.ratio(rate(runs), peer),
     ]
 
@@ -533,7 +551,6 @@ def equal_rows(
         results = runs.of(cluster.name)
         if not results:
             continue
-        middle = sorted(results, key=lambda r: r.deliveries_per_s)[len(results) // 2]
         members = plan.equal_load(cluster).members
         rows.append(
             [
@@ -541,13 +558,10 @@ def equal_rows(
                 f"{members} ({members // cluster.nodes})",
                 report.listing([r.messages for r in results], report.rate),
                 report.rate(rate(results)),
-                report.micros(median(results, lambda r: r.latency.p50_us)),
-                report.micros(median(results, lambda r: r.latency.p99_us)),
+                *latency_cells(results),
                 str(sum(r.lost for r in results)),
-                " / ".join(f"{v:.2f}" for v in per_node_us(results)),
-                report.ratio(worst_node_us(results), worst_node_us(base)),
-                busy_and_sleeps(results),
-                shares(middle),
+                *cpu_cells(results, base),
+                shares(middle_run(results)),
             ]
         )
     return rows

@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+from .redis_server import BINARY, redis_missing
 from .server import free_port
 
 START_TIMEOUT = 10.0
@@ -32,13 +33,15 @@ class RedisServer:
 
     async def start(self) -> None:
         """Start on self.port (again, after stop(): same port, same data)."""
+        if (missing := redis_missing()) is not None:
+            raise RuntimeError(missing)
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "always"]
             if self.persist
             else ["--appendonly", "no"]
         )
         self.process = await asyncio.create_subprocess_exec(
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--dir", str(self.directory), *persistence,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
