@@ -687,6 +687,22 @@ async def test_a_connect_storm_on_one_node_is_welcomed_whole(
             await ws.close()
 
 
+TOKEN_SECRET = "shared-site-secret-of-32-bytes!!"
+
+
+def token_nodes(
+    redis_server: RedisServer, server_process: StartNode
+) -> tuple[ServerProcess, ServerProcess]:
+    """Two nodes on one Redis that take site tokens signed with TOKEN_SECRET."""
+    first, second = (
+        server_process(
+            "--redis-url", redis_server.url, "--node-id", f"node{i}", "--token-secret", TOKEN_SECRET
+        )
+        for i in range(2)
+    )  # fmt: skip
+    return first, second
+
+
 async def test_accounts_and_token_subjects_span_node_processes(
     redis_server: RedisServer,
     server_process: StartNode,
@@ -694,13 +710,7 @@ async def test_accounts_and_token_subjects_span_node_processes(
 ) -> None:
     """A name registered on one process is refused to a guest on another, where
     its owner logs in as the same user; one token ``sub`` is one user on both."""
-    secret = "shared-site-secret-of-32-bytes!!"
-    first, second = (
-        server_process(
-            "--redis-url", redis_server.url, "--node-id", f"node{i}", "--token-secret", secret
-        )
-        for i in range(2)
-    )  # fmt: skip
+    first, second = token_nodes(redis_server, server_process)
     owner = await peer(http, first, name="dora")
     await owner.send_json(type="register", password="dora's password")
     await owner.until_type("identified")
@@ -714,7 +724,7 @@ async def test_accounts_and_token_subjects_span_node_processes(
     assert welcome["identity"] == "registered"
     assert await owner.closed() == (4001, "session resumed by another connection")
     claims = {"sub": "site-7", "name": "Site Seven", "exp": int(time.time()) + 60}
-    token = jwt.encode(claims, secret, algorithm="HS256")
+    token = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
     on_first = await peer(http, first, token=token)
     on_second = await peer(http, second, token=token)
     assert on_first.welcome["user"] == on_second.welcome["user"]  # type: ignore[attr-defined]
@@ -777,17 +787,11 @@ async def test_a_ban_of_a_sub_through_one_node_holds_on_another(
     """A ban of a token's ``sub`` made through node 0 closes the user's session
     on node 1 (4501), and node 1 refuses their new tokens and their resume; once
     lifted on node 0, node 1 lets them in again."""
-    secret = "shared-site-secret-of-32-bytes!!"
-    first, second = (
-        server_process(
-            "--redis-url", redis_server.url, "--node-id", f"node{i}", "--token-secret", secret
-        )
-        for i in range(2)
-    )  # fmt: skip
+    first, second = token_nodes(redis_server, server_process)
 
     def token(name: str) -> str:
         claims = {"sub": "site-9", "name": name, "exp": int(time.time()) + 60}
-        return jwt.encode(claims, secret, algorithm="HS256")
+        return jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
 
     user = await peer(http, second, token=token("Nine"))
     session = user.welcome["session"]  # type: ignore[attr-defined]
